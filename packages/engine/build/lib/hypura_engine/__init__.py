@@ -1,0 +1,1 @@
+"""Generation engine: model registry, chat templates, plan-driven loading and streaming."""

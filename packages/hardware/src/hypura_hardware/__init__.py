@@ -1,0 +1,1 @@
+"""Hardware profile: compute devices, cgroup-aware RAM, storage and upload bandwidth."""

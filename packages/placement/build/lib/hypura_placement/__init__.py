@@ -1,0 +1,1 @@
+"""GGUF inspection and the tier placement planner (pure Python)."""

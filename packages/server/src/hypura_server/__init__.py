@@ -1,0 +1,1 @@
+"""Ollama- and OpenAI-compatible HTTP API (Flask) over the Hypura engine."""

@@ -1,0 +1,1 @@
+"""Weight streaming: slot pools, direct I/O, expert cache, router interception."""
