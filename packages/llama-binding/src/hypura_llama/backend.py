@@ -1,0 +1,147 @@
+"""ggml backend devices, buffer types and buffers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._lib import cstr, ffi, lib
+from .errors import LlamaError
+
+_DEV_TYPES = {
+    lib.GGML_BACKEND_DEVICE_TYPE_CPU: "cpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_GPU: "gpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_IGPU: "igpu",
+    lib.GGML_BACKEND_DEVICE_TYPE_ACCEL: "accel",
+}
+
+
+@dataclass(frozen=True)
+class Device:
+    """One ggml backend device (CPU, CUDA0, Metal …)."""
+
+    index: int
+    name: str
+    description: str
+    type: str
+    memory_total: int
+    memory_free: int
+    handle: object  # ggml_backend_dev_t
+
+    @property
+    def buffer_type(self) -> BufferType:
+        return BufferType(lib.ggml_backend_dev_buffer_type(self.handle))
+
+    @property
+    def host_buffer_type(self) -> BufferType | None:
+        """Pinned host memory for fast uploads to this device (None on the CPU)."""
+        buft = lib.ggml_backend_dev_host_buffer_type(self.handle)
+        return None if buft == ffi.NULL else BufferType(buft)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "description": self.description, "type": self.type,
+                "memory_total": self.memory_total, "memory_free": self.memory_free}
+
+
+def devices() -> list[Device]:
+    """All devices of the ggml backend registry, with their current free/total memory."""
+    out = []
+    free, total = ffi.new("size_t *"), ffi.new("size_t *")
+    for i in range(lib.ggml_backend_dev_count()):
+        dev = lib.ggml_backend_dev_get(i)
+        lib.ggml_backend_dev_memory(dev, free, total)
+        out.append(Device(i, cstr(lib.ggml_backend_dev_name(dev)), cstr(lib.ggml_backend_dev_description(dev)),
+                          _DEV_TYPES.get(lib.ggml_backend_dev_type(dev), "unknown"), int(total[0]), int(free[0]), dev))
+    return out
+
+
+def list_devices() -> list[dict]:
+    """Devices as plain dicts (name, description, type, memory_total, memory_free)."""
+    return [d.as_dict() for d in devices()]
+
+
+def gpu_devices() -> list[Device]:
+    return [d for d in devices() if d.type in ("gpu", "igpu")]
+
+
+class BufferType:
+    """A ggml_backend_buffer_type_t: where a buffer's memory lives."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    @classmethod
+    def cpu(cls) -> BufferType:
+        return cls(lib.ggml_backend_cpu_buffer_type())
+
+    @property
+    def name(self) -> str:
+        return cstr(lib.ggml_backend_buft_name(self.handle))
+
+    @property
+    def is_host(self) -> bool:
+        return bool(lib.ggml_backend_buft_is_host(self.handle))
+
+    @property
+    def alignment(self) -> int:
+        return int(lib.ggml_backend_buft_get_alignment(self.handle))
+
+    def alloc_size(self, tensor) -> int:
+        """Bytes a tensor needs in this buffer type (may include padding)."""
+        return int(lib.ggml_backend_buft_get_alloc_size(self.handle, tensor))
+
+    def allocate(self, size: int) -> Buffer:
+        return Buffer.allocate(self, size)
+
+    def __repr__(self) -> str:
+        return f"BufferType({self.name})"
+
+
+class Buffer:
+    """An owned ggml backend buffer, freed on close()."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+
+    @classmethod
+    def allocate(cls, buft: BufferType, size: int) -> Buffer:
+        handle = lib.ggml_backend_buft_alloc_buffer(buft.handle, max(int(size), 1))
+        if handle == ffi.NULL:
+            raise LlamaError(f"could not allocate {size} bytes of {buft.name}")
+        return cls(handle)
+
+    @property
+    def base(self) -> int:
+        return int(ffi.cast("uintptr_t", lib.ggml_backend_buffer_get_base(self.handle)))
+
+    @property
+    def size(self) -> int:
+        return int(lib.ggml_backend_buffer_get_size(self.handle))
+
+    @property
+    def is_host(self) -> bool:
+        return bool(lib.ggml_backend_buffer_is_host(self.handle))
+
+    @property
+    def name(self) -> str:
+        return cstr(lib.ggml_backend_buffer_name(self.handle))
+
+    def clear(self, value: int = 0) -> None:
+        lib.ggml_backend_buffer_clear(self.handle, value)
+
+    def host_view(self, offset: int = 0, size: int | None = None) -> memoryview:
+        """Writable memoryview of a host buffer's bytes."""
+        if not self.is_host:
+            raise LlamaError(f"buffer {self.name} is not in host memory")
+        size = self.size - offset if size is None else size
+        ptr = ffi.cast("char *", lib.ggml_backend_buffer_get_base(self.handle)) + offset
+        return memoryview(ffi.buffer(ptr, size))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            lib.ggml_backend_buffer_free(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> Buffer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,88 @@
+"""llama.cpp's sampler chain, built from Ollama-style options."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._lib import ffi, lib
+from .errors import LlamaError
+from .model import LlamaModel
+
+
+@dataclass
+class SamplingOptions:
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    seed: int = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF, root rule "root"
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class Sampler:
+    """Owns a llama_sampler chain: penalties → grammar → (greedy | top-k → top-p → min-p → temp → dist)."""
+
+    def __init__(self, model: LlamaModel, opts: SamplingOptions | None = None) -> None:
+        opts = opts or SamplingOptions()
+        self.opts = opts
+        params = lib.llama_sampler_chain_default_params()
+        params.no_perf = True
+        self.handle = lib.llama_sampler_chain_init(params)
+        try:
+            penalised = opts.repeat_penalty != 1.0 or opts.presence_penalty or opts.frequency_penalty
+            if penalised and opts.repeat_last_n != 0:
+                last_n = model.n_ctx_train if opts.repeat_last_n < 0 else opts.repeat_last_n
+                self._add(lib.llama_sampler_init_penalties(model.n_vocab, last_n, opts.repeat_penalty,
+                                                           opts.frequency_penalty, opts.presence_penalty))
+            if opts.grammar:
+                g = lib.llama_sampler_init_grammar(model.vocab, opts.grammar.encode(), b"root")
+                if g == ffi.NULL:
+                    raise LlamaError("invalid grammar for constrained decoding")
+                self._add(g)
+            if opts.greedy:
+                self._add(lib.llama_sampler_init_greedy())
+            else:
+                if opts.top_k > 0:
+                    self._add(lib.llama_sampler_init_top_k(opts.top_k))
+                if 0.0 < opts.top_p < 1.0:
+                    self._add(lib.llama_sampler_init_top_p(opts.top_p, 1))
+                if opts.min_p > 0.0:
+                    self._add(lib.llama_sampler_init_min_p(opts.min_p, 1))
+                self._add(lib.llama_sampler_init_temp(opts.temperature))
+                self._add(lib.llama_sampler_init_dist(opts.seed & 0xFFFFFFFF))
+        except BaseException:
+            self.close()
+            raise
+
+    def _add(self, smpl) -> None:
+        if smpl == ffi.NULL:
+            raise LlamaError("could not create a sampler")
+        lib.llama_sampler_chain_add(self.handle, smpl)
+
+    def sample(self, ctx, idx: int = -1) -> int:
+        """Sample from output row idx of the last decode and accept the token."""
+        return int(lib.llama_sampler_sample(self.handle, ctx.handle, idx))
+
+    def accept(self, token: int) -> None:
+        lib.llama_sampler_accept(self.handle, token)
+
+    def reset(self) -> None:
+        lib.llama_sampler_reset(self.handle)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            lib.llama_sampler_free(self.handle)
+            self.handle = None
+
+    def __enter__(self) -> Sampler:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
