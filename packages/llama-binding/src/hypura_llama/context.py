@@ -131,12 +131,11 @@ class LlamaContext:
         arr.flags.writeable = False
         return arr
 
-    def embeddings(self, seq_id: int = 0) -> np.ndarray | None:
-        ptr = lib.llama_get_embeddings_seq(self.handle, seq_id)
+    def embeddings_ith(self, i: int) -> np.ndarray:
+        """Hidden state of output row i of the last decode (with embeddings enabled), copied."""
+        ptr = lib.llama_get_embeddings_ith(self.handle, i)
         if ptr == ffi.NULL:
-            ptr = lib.llama_get_embeddings_ith(self.handle, -1)
-        if ptr == ffi.NULL:
-            return None
+            raise LlamaError(f"no embeddings for output {i}")
         return np.frombuffer(ffi.buffer(ptr, self.model.n_embd * 4), dtype=np.float32).copy()
 
     # -- KV memory ------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""`hypura run [MODEL] -p PROMPT`: generate with a model, streaming tokens to the terminal."""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+
+from ._common import add_budget_args, load_options_from_args, resolve_model
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="generate text with a model (default: the embedded gemma3:270m)")
+    p.add_argument("model", nargs="?", default=None, help="a .gguf path or a model name (default gemma3:270m)")
+    p.add_argument("-p", "--prompt", help="the prompt (default: read standard input)")
+    p.add_argument("-n", "--num-predict", type=int, default=256, help="tokens to generate (-1: until done)")
+    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--raw", action="store_true", help="no chat template: the prompt goes to the model as is")
+    p.add_argument("--system", default=None, help="system message (chat mode)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the result and statistics")
+    add_budget_args(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hypura_engine import GenerateOptions, Runner
+    from hypura_llama import SamplingOptions
+
+    prompt = args.prompt
+    if prompt is None:
+        if sys.stdin.isatty():
+            raise ValueError("no prompt: pass -p PROMPT or pipe text to standard input")
+        prompt = sys.stdin.read()
+    name, path = resolve_model(args.model)
+    runner = Runner(path, load_options_from_args(args), name=name)
+    try:
+        if args.raw:
+            tokens = runner.tokenize(prompt)
+        else:
+            messages = ([{"role": "system", "content": args.system}] if args.system else [])
+            tokens = runner.chat_prompt(messages + [{"role": "user", "content": prompt}])
+        sampling = SamplingOptions(temperature=args.temp, top_k=args.top_k, top_p=args.top_p)
+        if args.seed is not None:
+            sampling.seed = args.seed
+        opts = GenerateOptions(num_predict=args.num_predict, sampling=sampling)
+        result = None
+        with runner.lock:
+            for item in runner.generate(tokens, opts):
+                if isinstance(item, str):
+                    if not args.json:
+                        sys.stdout.write(item)
+                        sys.stdout.flush()
+                else:
+                    result = item
+        stats = runner.stats()
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        summary = {
+            "model": name, "path": str(path), "text": result.text, "tokens": result.tokens,
+            "done_reason": result.done_reason, "prompt_tokens": result.prompt_total,
+            "eval_tokens": result.eval_tokens, "prompt_tps": round(result.prompt_tps, 3),
+            "eval_tps": round(result.eval_tps, 3), "load_s": round(runner.load_ns / 1e9, 3),
+            "peak_rss_bytes": peak_rss, **stats,
+        }
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            sys.stdout.write("\n")
+            line = (f"[{summary['mode']}] prompt {result.prompt_total} tok @ {summary['prompt_tps']:.1f} tok/s, "
+                    f"eval {result.eval_tokens} tok @ {summary['eval_tps']:.1f} tok/s, load {summary['load_s']} s")
+            if "disk_bytes_per_token" in stats:
+                line += (f", disk {stats['disk_bytes_per_token'] / 1e6:.1f} MB/tok @ {stats['disk_gbps']:.2f} GB/s"
+                         f" (predicted {stats.get('predicted_tps', 0):.2f} tok/s)")
+            print(line, file=sys.stderr)
+        return 0
+    finally:
+        runner.close()
+
+
+__all__ = ["register", "Path"]

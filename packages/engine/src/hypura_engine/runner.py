@@ -1,0 +1,218 @@
+"""A loaded model ready to generate: llama.cpp model + context + (optionally) a weight streamer.
+
+One `Runner` serves one request at a time (its lock); the KV cache is reused across requests
+whose token prefix matches (the turns of a chat).
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from hypura_llama import ContextParams, DecodeError, LlamaContext, LlamaModel, ModelParams, Sampler
+
+from .generation import GenerateOptions, GenerationResult, TextStream
+from .templates import ChatTemplate
+
+MODES = ("auto", "resident", "dense-stream", "expert-stream")
+
+
+@dataclass
+class LoadOptions:
+    mode: str = "auto"                 # auto | resident | dense-stream | expert-stream
+    ctx: int = 4096
+    gpu_budget: int | None = None      # bytes; None: measured free minus a margin
+    ram_budget: int | None = None
+    n_threads: int = 0
+    n_batch: int = 512
+    embeddings: bool = False
+    use_extra_bufts: bool = True       # CPU weight repacking (resident loads)
+
+
+class Runner:
+    """Owns model, context, sampler state, and the streamer when the plan streams weights."""
+
+    def __init__(self, path: str | os.PathLike, opts: LoadOptions | None = None, name: str | None = None) -> None:
+        from hypura_placement import validate_gguf
+
+        self.opts = opts = opts or LoadOptions()
+        if opts.mode not in MODES:
+            raise ValueError(f"unknown mode {opts.mode!r} (one of {', '.join(MODES)})")
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        validate_gguf(self.path)            # llama.cpp aborts on some malformed files: check first
+        self.lock = threading.Lock()
+        t0 = time.perf_counter_ns()
+        self.plan = None
+        self.streamer = None
+        self.mode = "resident"
+        eval_filter = None
+        if opts.mode != "resident":
+            from .planning import plan_for
+
+            self.plan = plan_for(self.path, opts)
+            self.mode = {"full-resident": "resident"}.get(self.plan.mode, self.plan.mode) \
+                if opts.mode == "auto" else opts.mode
+        if self.mode == "resident":
+            self.model = LlamaModel.load(self.path, ModelParams(n_gpu_layers=-1, load_mode="mmap",
+                                                                use_extra_bufts=opts.use_extra_bufts))
+        else:
+            from hypura_streaming import open_streamer
+
+            self.streamer = open_streamer(self.path, self.plan, self.mode)
+            self.model = self.streamer.load_model()
+            eval_filter = self.streamer.eval_filter
+        try:
+            n_ctx = max(16, min(opts.ctx, self.model.n_ctx_train or opts.ctx))
+            self.ctx = LlamaContext(self.model, ContextParams(n_ctx=n_ctx, n_batch=opts.n_batch,
+                                                             n_ubatch=opts.n_batch, n_threads=opts.n_threads,
+                                                             embeddings=opts.embeddings), eval_filter)
+        except BaseException:
+            self.close()
+            raise
+        self.load_ns = time.perf_counter_ns() - t0
+        self.cached: list[int] = []   # tokens whose KV is in the cache (sequence 0)
+        meta = self.model.metadata()
+        self.metadata = meta
+        self.arch = meta.get("general.architecture", "")
+        self.template = ChatTemplate.for_model(self.model.chat_template(), self.arch,
+                                               self.model.token_text(self.model.bos) if self.model.bos >= 0 else "",
+                                               self.model.token_text(self.model.eos) if self.model.eos >= 0 else "")
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        for attr in ("ctx", "model", "streamer"):
+            obj = getattr(self, attr, None)
+            if obj is not None:
+                obj.close()
+                setattr(self, attr, None)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.n_ctx
+
+    # -- prompts --------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self.model.tokenize(text, add_special=add_special, parse_special=True)
+
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list | None = None,
+                    think: bool | None = None) -> list[int]:
+        text = self.template.render(messages, add_generation_prompt=True, tools=tools, think=think)
+        # the template writes the BOS token itself when the model wants one
+        return self.tokenize(text, add_special=not text.startswith(self.template.bos_token or "\x00"))
+
+    # -- generation -----------------------------------------------------------------------
+    def _prefill(self, prompt: list[int]) -> int:
+        """Decode the prompt, reusing the cached prefix. Returns how many tokens were evaluated."""
+        keep = 0
+        for a, b in zip(self.cached, prompt):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # always evaluate the last token for fresh logits
+        if keep < len(self.cached):
+            if not self.ctx.truncate(keep):
+                self.ctx.clear()
+                keep = 0
+        self.cached = self.cached[:keep]
+        todo = prompt[keep:]
+        self.ctx.decode(todo, keep)
+        self.cached.extend(todo)
+        return len(todo)
+
+    def generate(self, prompt: list[int], opts: GenerateOptions | None = None,
+                 cancel: threading.Event | None = None,
+                 on_logits: Callable[[np.ndarray], None] | None = None) -> Iterator[str | GenerationResult]:
+        """Yield text pieces as they are generated, then one GenerationResult. Caller holds `lock`."""
+        opts = opts or GenerateOptions()
+        res = GenerationResult(prompt_total=len(prompt), load_ns=0)
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.n_ctx:
+            raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx} tokens")
+        t_start = time.perf_counter_ns()
+        try:
+            res.prompt_tokens = self._prefill(prompt)
+        except BaseException:
+            self.cached = []
+            self.ctx.clear()
+            raise
+        res.prompt_ns = time.perf_counter_ns() - t_start
+        stream = TextStream(opts.stop)
+        limit = opts.num_predict if opts.num_predict >= 0 else self.n_ctx
+        with Sampler(self.model, opts.sampling) as sampler:
+            for tok in prompt[-opts.sampling.repeat_last_n:] if opts.sampling.repeat_penalty != 1.0 else ():
+                sampler.accept(tok)
+            while True:
+                if cancel is not None and cancel.is_set():
+                    res.done_reason = "aborted"
+                    break
+                if len(res.tokens) >= limit:
+                    res.done_reason = "length"
+                    break
+                if on_logits is not None:
+                    on_logits(self.ctx.logits())
+                t0 = time.perf_counter_ns()
+                tok = sampler.sample(self.ctx)
+                res.sample_ns += time.perf_counter_ns() - t0
+                if self.model.is_eog(tok):
+                    res.done_reason = "stop"
+                    break
+                res.tokens.append(tok)
+                piece = stream.feed(self.model.token_to_piece(tok))
+                if piece:
+                    yield piece
+                if stream.stopped:
+                    res.done_reason = "stop"
+                    break
+                if len(self.cached) + 1 >= self.n_ctx:
+                    res.done_reason = "length"
+                    break
+                if len(res.tokens) >= limit:
+                    res.done_reason = "length"
+                    break
+                t0 = time.perf_counter_ns()
+                try:
+                    self.ctx.decode([tok], len(self.cached))
+                except DecodeError:
+                    self.cached = []
+                    self.ctx.clear()
+                    raise
+                res.eval_ns += time.perf_counter_ns() - t0
+                self.cached.append(tok)
+        tail = stream.finish()
+        if tail:
+            yield tail
+        res.text = stream.text
+        res.total_ns = time.perf_counter_ns() - t_start
+        yield res
+
+    def embed(self, text: str) -> list[float]:
+        """Mean-pooled, L2-normalised embedding of `text` (needs LoadOptions.embeddings)."""
+        toks = self.tokenize(text)[: min(self.n_ctx, self.ctx.n_batch) - 1]
+        self.cached = []
+        self.ctx.clear()
+        self.ctx.set_embeddings(True)
+        try:
+            self.ctx.decode(toks, 0, all_logits=True)
+            rows = [self.ctx.embeddings_ith(i) for i in range(len(toks))]
+        finally:
+            self.ctx.set_embeddings(False)
+            self.ctx.clear()
+        vec = np.mean(np.stack(rows), axis=0)
+        norm = float(np.linalg.norm(vec)) or 1.0
+        return (vec / norm).astype(float).tolist()
+
+    # -- reporting ------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "model_bytes": self.path.stat().st_size}
+        if self.plan is not None:
+            out["predicted_tps"] = self.plan.predicted_tps
+        if self.streamer is not None:
+            out.update(self.streamer.stats())
+        return out
