@@ -120,11 +120,11 @@ def _levels(version: int, mount: Path, mount_root: str, cg_path: str) -> list[Cg
         rel = cg_path[len(mount_root):] or "/"
     leaf = mount / rel.lstrip("/")
     if not leaf.is_dir():  # cgroup namespace: the mount itself is the process's cgroup
-        leaf, rel = mount, mount_root
+        leaf, rel = mount, "/"
     limit_file, usage_file = (("memory.limit_in_bytes", "memory.usage_in_bytes") if version == 1
                               else ("memory.max", "memory.current"))
     levels: list[CgroupLevel] = []
-    node, path = leaf, rel
+    node, path = leaf, str(Path(mount_root) / rel.lstrip("/"))
     while True:
         if (node / limit_file).exists() or (node / usage_file).exists():
             limit = _read_int(node / limit_file)

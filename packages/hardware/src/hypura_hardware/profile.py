@@ -61,10 +61,11 @@ def _gpu_entry(devices: list[dict]) -> dict | None:
 
 def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None = None,
             progress: bool = True, disk_file_bytes: int = DEFAULT_FILE_BYTES,
-            disk_seconds: float = 0.5) -> dict:
+            disk_seconds: float = 0.5, ram_bytes: int = 256 << 20, compute_seconds: float = 0.3) -> dict:
     """Measure this machine now (about 10 s) and return the profile dict.
 
-    ``devices`` defaults to the binding's device list (RuntimeError if the binding is not built).
+    ``devices`` defaults to the binding's device list (RuntimeError if the binding is not built);
+    the other options trade accuracy for time (tests use small values).
     """
     start = time.perf_counter()
     models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
@@ -86,10 +87,10 @@ def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None 
         gpu = _gpu_entry(devices)
         step("ram")
         ram = ram_info()
-        ram["bandwidth"] = measure_ram_bandwidth()
+        ram["bandwidth"] = measure_ram_bandwidth(ram_bytes)
         step("cpu compute")
         cpu = {"cores": cpu_cores(), "model": cpu_model(), "arch": platform.machine(),
-               "flops": measure_cpu_flops()}
+               "flops": measure_cpu_flops(seconds=compute_seconds)}
         disk = measure_storage(models_dir, disk_file_bytes, patterns, disk_seconds, step=step)
         step("upload")
         upload = measure_upload_bps(primary_gpu(devices))
@@ -158,7 +159,7 @@ def load_or_measure(models_dir: Path | str | None = None, force: bool = False, *
     """The cached profile if still good (free memory refreshed), else a new measurement, cached.
 
     ``models_dir`` None keeps the cached profile's directory (or the default one when measuring).
-    ``measure_options`` pass to :func:`measure` (``disk_file_bytes``, ``disk_seconds``).
+    ``measure_options`` pass to :func:`measure` (``disk_file_bytes``, ``disk_seconds`` ...).
     """
     cache = cache or cache_path()
     if devices is None:

@@ -27,6 +27,7 @@ DEFAULT_FILE_BYTES = 256 * MiB
 SEQ_BLOCK = 8 * MiB
 RAND_BLOCKS = (1 * MiB, 4 * MiB)
 QUEUE_DEPTHS = (1, 4, 16)
+MEMORY_FILESYSTEMS = ("tmpfs", "ramfs")  # direct I/O there (Linux ≥ 6.6 tmpfs) still reads RAM
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,25 @@ def open_direct(path: Path, flags: int = os.O_RDONLY) -> tuple[int, bool]:
         except OSError:
             pass
     return fd, False
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The filesystem type holding ``path`` ("ext4", "tmpfs" ...), from /proc/self/mounts; None elsewhere."""
+    best, fstype = "", None
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    target = str(Path(path).resolve())
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, fstype = mount, fields[2]
+    return fstype
 
 
 def _drop_cache(fd: int) -> None:
@@ -167,7 +187,8 @@ def measure_storage(directory: Path | str, file_bytes: int = DEFAULT_FILE_BYTES,
 
     Returns ``seq_read_bps`` (best 8 MiB sequential), ``rand_read_bps`` (best random read of the
     smallest block, 1 MiB by default: the conservative expert size), ``direct_io``, ``path``,
-    ``file_bytes`` and ``reads``, the per-pattern table. ``step(label)`` is called before each phase.
+    ``file_bytes``, ``fstype``, ``memory_backed`` (tmpfs: the numbers are RAM's) and ``reads``,
+    the per-pattern table. ``step(label)`` is called before each phase.
     """
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -187,7 +208,9 @@ def measure_storage(directory: Path | str, file_bytes: int = DEFAULT_FILE_BYTES,
     seq = [r["bps"] for r in reads if r["kind"] == "seq"]
     rand_block = min((r["block"] for r in reads if r["kind"] == "rand"), default=None)
     rand = [r["bps"] for r in reads if r["kind"] == "rand" and r["block"] == rand_block]
-    return {"path": str(directory), "file_bytes": file_bytes,
+    fstype = filesystem_type(directory)
+    return {"path": str(directory), "file_bytes": file_bytes, "fstype": fstype,
+            "memory_backed": fstype in MEMORY_FILESYSTEMS,
             "direct_io": all(r["direct_io"] for r in reads) if reads else False,
             "seq_read_bps": max(seq) if seq else None, "rand_read_bps": max(rand) if rand else None,
             "reads": reads}

@@ -56,12 +56,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add `hypura profile`."""
-    parser = subparsers.add_parser("profile", help="measure devices, RAM, disk and upload bandwidth",
-                                   description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `hypura profile`."""
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--force", action="store_true", help="re-measure even if the cached profile is fresh")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_config_flags(parser, ("models_dir",))
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, command="profile")
+
+
+def register(subparsers) -> None:
+    """Add `hypura profile`."""
+    add_arguments(subparsers.add_parser("profile", help="measure devices, RAM, disk and upload bandwidth",
+                                        description=__doc__))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hypura.commands.profile`: the same command without the dispatcher."""
+    from ..main import USER_ERRORS
+
+    parser = argparse.ArgumentParser(prog="hypura profile", description=__doc__)
+    add_arguments(parser)
+    try:
+        return run(parser.parse_args(argv))
+    except USER_ERRORS as exc:
+        print(f"hypura profile: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
