@@ -154,18 +154,18 @@ def cgroup_levels(root: Path = Path("/")) -> list[CgroupLevel]:
 
 
 def linux_ram(root: Path = Path("/")) -> dict:
-    """RAM ``total``/``available`` in bytes with the binding cgroup limit, if any (Linux)."""
+    """RAM ``total``/``available`` in bytes with the tightest cgroup limit, if any (Linux)."""
     meminfo = read_meminfo(root)
     physical = meminfo["MemTotal"]
     total = physical
     available = meminfo.get("MemAvailable", meminfo.get("MemFree", physical))
     limited = [level for level in cgroup_levels(root) if level.limit is not None]
-    binding = min(limited, key=lambda lv: lv.limit - lv.usage) if limited else None  # type: ignore[operator]
-    if binding is not None and binding.limit is not None:
+    tightest = min(limited, key=lambda lv: lv.limit - lv.usage) if limited else None  # type: ignore[operator]
+    if tightest is not None and tightest.limit is not None:
         total = min(total, *(level.limit for level in limited if level.limit is not None))
-        available = min(available, max(0, binding.limit - binding.usage))
-    cgroup = None if binding is None else {
-        "version": binding.version, "path": binding.path, "limit": binding.limit, "usage": binding.usage}
+        available = min(available, max(0, tightest.limit - tightest.usage))
+    cgroup = None if tightest is None else {
+        "version": tightest.version, "path": tightest.path, "limit": tightest.limit, "usage": tightest.usage}
     return {"total": total, "available": min(available, total), "physical_total": physical,
             "cgroup": cgroup}
 
