@@ -33,6 +33,19 @@ typedef void (*ggml_log_callback)(enum ggml_log_level level, const char * text, 
 typedef bool (*ggml_backend_sched_eval_callback)(struct ggml_tensor * t, bool ask, void * user_data);
 typedef bool (*ggml_abort_callback)(void * data);
 
+struct ggml_context;
+struct ggml_init_params {
+    size_t mem_size;
+    void * mem_buffer;
+    bool   no_alloc;
+};
+struct ggml_context * ggml_init(struct ggml_init_params params);
+void                  ggml_free(struct ggml_context * ctx);
+size_t                ggml_tensor_overhead(void);
+struct ggml_tensor *  ggml_new_tensor(struct ggml_context * ctx, enum ggml_type type, int n_dims, const int64_t * ne);
+struct ggml_tensor *  ggml_get_tensor(struct ggml_context * ctx, const char * name);
+struct ggml_tensor *  ggml_set_name(struct ggml_tensor * tensor, const char * name);
+int                   ggml_n_dims(const struct ggml_tensor * tensor);
 size_t       ggml_nbytes(const struct ggml_tensor * tensor);
 size_t       ggml_row_size(enum ggml_type type, int64_t ne);
 int64_t      ggml_blck_size(enum ggml_type type);

@@ -1,6 +1,5 @@
 /* Curated subset of gguf.h: metadata contexts for llama_model_init_from_user and tensor offsets. */
 struct gguf_context;
-struct ggml_context;
 struct gguf_init_params {
     bool no_alloc;
     struct ggml_context ** ctx;
@@ -17,3 +16,4 @@ size_t        gguf_get_data_offset(const struct gguf_context * ctx);
 int64_t       gguf_get_n_kv(const struct gguf_context * ctx);
 int64_t       gguf_find_key(const struct gguf_context * ctx, const char * key);
 const char *  gguf_get_key(const struct gguf_context * ctx, int64_t key_id);
+void          gguf_add_tensor(struct gguf_context * ctx, const struct ggml_tensor * tensor);

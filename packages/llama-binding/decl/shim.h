@@ -23,3 +23,4 @@ bool hypura_abort_cb(void * flag);
 
 extern "Python" int hypura_py_node(void * handle, struct ggml_tensor * t, int ask, int rule, int layer);
 extern "Python" void hypura_py_log(enum ggml_log_level level, const char * text, void * user_data);
+extern "Python" void hypura_py_set_tensor(struct ggml_tensor * t, void * userdata);

@@ -1,0 +1,165 @@
+"""Dense-FFN streaming: FFN weights of some layers live in a small slot pool and are read from
+the GGUF file (direct I/O) just ahead of the layer that uses them.
+
+Timing (see DESIGN.md "Hook points"): the eval filter splits the graph at `ffn_norm-N` of every
+streamed layer N. In that split's ask=false call — everything before it has been computed and
+nothing after it has been launched — the streamer waits for layer N's reads (issuing them if
+needed), marks N's slot busy, and issues reads for the next streamed layers whose slots are free.
+A slot is never overwritten while its layer may still compute (only the current layer's slot is
+busy, and a slot whose layer was prefetched but not yet used is never taken), and never used
+before its reads completed.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from concurrent.futures import Future
+from typing import Iterable
+
+from hypura_llama import SPLIT, EvalFilter, LlamaModel, ModelParams
+
+from .directio import DirectReader, StreamError
+from .loader import OwnedLoad
+from .pool import HostSlotPool, LayerLayout
+
+log = logging.getLogger(__name__)
+DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.(weight|bias|scale)$")
+
+
+class DenseStreamer:
+    """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
+
+    def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 8,
+                 direct_io: bool = True) -> None:
+        self.path = str(path)
+        self.layers = sorted(set(int(x) for x in layers))
+        if not self.layers:
+            raise ValueError("dense streaming needs at least one streamed layer")
+        self.n_slots = max(1, min(int(n_slots), len(self.layers)))
+        self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
+        self._owned: OwnedLoad | None = None
+        self.pool: HostSlotPool | None = None
+        self.layouts: list[LayerLayout] = []
+        self.eval_filter = EvalFilter(self._on_node)
+        rule = self.eval_filter.add_rule("ffn_norm-", "", SPLIT)
+        for layer in self.layers:
+            self.eval_filter.set_layer(rule, layer)
+        self._pos = {layer: k for k, layer in enumerate(self.layers)}
+        # slot state
+        self._owner = [-1] * self.n_slots             # streamed index loaded / loading in each slot
+        self._futures: list[list[Future]] = [[] for _ in range(self.n_slots)]
+        self._pending: set[int] = set()               # prefetched, not yet used in this pass
+        self._busy = -1                               # slot of the layer computing now
+        self._last_k = 1 << 30
+        # statistics
+        self.passes = 0
+        self.fills = 0
+        self.prefetch_hits = 0
+        self.stall_s = 0.0
+        self._load_bytes = 0
+
+    def _is_streamed(self, name: str) -> bool:
+        m = DENSE_FFN.match(name)
+        return bool(m) and int(m.group(1)) in self._pos
+
+    # -- loading --------------------------------------------------------------------------
+    def load_model(self, params: ModelParams | None = None) -> LlamaModel:
+        params = params or ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)
+        owned = self._owned = OwnedLoad(self.path, self.reader, self._is_streamed)
+        try:
+            model = owned.load(params)
+        finally:
+            owned.close()
+        by_layer: dict[int, list] = {layer: [] for layer in self.layers}
+        for name in owned.streamed:
+            by_layer[int(DENSE_FFN.match(name).group(1))].append(owned.index.tensors[name])
+        missing = [layer for layer, ts in by_layer.items() if not ts]
+        if missing:
+            model.close()
+            raise ValueError(f"{self.path}: no dense FFN tensors in layers {missing} (is this a MoE model?)")
+        self.layouts = [LayerLayout.build(layer, by_layer[layer]) for layer in self.layers]
+        self.pool = HostSlotPool(self.n_slots, max(lay.size for lay in self.layouts))
+        for k, lay in enumerate(self.layouts):
+            for name, off in lay.tensor_slot_offset.items():
+                self.pool.repoint(owned.streamed[name], k % self.n_slots, off)
+        self._load_bytes = self.reader.bytes_read
+        self.reader.clock.busy_s = 0.0
+        log.info("dense streaming: %d layers through %d slots of %.1f MiB", len(self.layers), self.n_slots,
+                 self.pool.slot_size / 2**20)
+        return model
+
+    # -- the eval callback ----------------------------------------------------------------
+    def _issue(self, k: int) -> None:
+        s = k % self.n_slots
+        for f in self._futures[s]:
+            f.result()  # never two fills of one slot at once
+        lay = self.layouts[k]
+        view = self.pool.slot_view(s)
+        futs: list[Future] = []
+        for span in lay.spans:
+            futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length], span.file_offset))
+        self._owner[s] = k
+        self._futures[s] = futs
+        self.fills += 1
+
+    def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
+        k = self._pos[layer]
+        if k <= self._last_k:           # a new forward pass (token or ubatch)
+            self.passes += 1
+            self.reader.check_unchanged()
+        self._last_k = k
+        s = k % self.n_slots
+        self._busy = -1
+        if self._owner[s] != k:
+            self._pending.discard(self._owner[s])
+            self._issue(k)
+        else:
+            self.prefetch_hits += 1
+        self._pending.discard(k)
+        t0 = time.perf_counter()
+        try:
+            for f in self._futures[s]:
+                f.result()
+        except StreamError:
+            self._owner[s] = -1
+            raise
+        self.stall_s += time.perf_counter() - t0
+        self._busy = s
+        self._prefetch(k)
+
+    def _prefetch(self, k: int) -> None:
+        n = len(self.layers)
+        for j in range(1, self.n_slots):
+            kk = (k + j) % n
+            s2 = kk % self.n_slots
+            if self._owner[s2] == kk:
+                continue
+            if s2 == self._busy or self._owner[s2] in self._pending:
+                break  # that slot still holds a layer this pass needs: keep order, stop here
+            self._issue(kk)
+            self._pending.add(kk)
+
+    # -- reporting ------------------------------------------------------------------------
+    @property
+    def bytes_from_disk(self) -> int:
+        return self.reader.bytes_read - self._load_bytes
+
+    def stats(self) -> dict:
+        per_pass = sum(lay.size for lay in self.layouts)
+        return {
+            "streamed_layers": len(self.layers), "slots": self.n_slots,
+            "pool_bytes": self.pool.nbytes if self.pool else 0,
+            "bytes_from_disk": self.bytes_from_disk, "disk_bytes_per_pass": per_pass,
+            "disk_bytes_per_token": self.bytes_from_disk / self.passes if self.passes else per_pass,
+            "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes, "fills": self.fills,
+            "prefetch_hits": self.prefetch_hits, "stall_s": round(self.stall_s, 3),
+            "direct_io": self.reader.direct, "eval_callbacks": self.eval_filter.n_calls,
+            "python_callbacks": self.eval_filter.n_python,
+        }
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None

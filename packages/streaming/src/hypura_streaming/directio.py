@@ -1,0 +1,141 @@
+"""Direct, aligned, concurrent reads from a model file that is opened read-only.
+
+O_DIRECT on Linux (F_NOCACHE on macOS) keeps streamed weights out of the page cache. Direct I/O
+needs 4096-byte aligned offsets, lengths and buffers: callers read the aligned superset of what
+they need into aligned memory and point into it (see `aligned_span`). Reads run on a thread pool
+of `os.preadv` calls, which release the GIL; large reads are split into chunks so many are in
+flight. The file's identity (device, inode, size, mtime) is checked so that a model file that
+changes or vanishes during a run is an error, never silently different weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+log = logging.getLogger(__name__)
+
+ALIGN = 4096
+CHUNK = 8 << 20
+
+
+class StreamError(OSError):
+    """The model file could not be read as planned (changed, truncated, vanished, I/O error)."""
+
+
+def align_down(x: int, a: int = ALIGN) -> int:
+    return x - x % a
+
+
+def align_up(x: int, a: int = ALIGN) -> int:
+    return -(-x // a) * a
+
+
+def aligned_span(offset: int, size: int) -> tuple[int, int]:
+    """(aligned start, aligned length) covering [offset, offset + size)."""
+    start = align_down(offset)
+    return start, align_up(offset + size) - start
+
+
+class BusyClock:
+    """Wall time during which at least one read was in flight (for honest GB/s)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight = 0
+        self._since = 0.0
+        self.busy_s = 0.0
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._inflight == 0:
+                self._since = time.perf_counter()
+            self._inflight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self.busy_s += time.perf_counter() - self._since
+
+
+class DirectReader:
+    """A read-only handle on a model file with a pool of reader threads."""
+
+    def __init__(self, path: str | os.PathLike, threads: int = 8, direct: bool = True) -> None:
+        self.path = os.fspath(path)
+        self.direct = False
+        fd = -1
+        if direct and hasattr(os, "O_DIRECT"):
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | getattr(os, "O_CLOEXEC", 0))
+                self.direct = True
+            except OSError as exc:  # e.g. tmpfs does not support O_DIRECT
+                log.warning("%s: O_DIRECT unavailable (%s); reading through the page cache", self.path, exc)
+        if fd < 0:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            if direct and sys.platform == "darwin":
+                import fcntl
+
+                fcntl.fcntl(fd, fcntl.F_NOCACHE, 1)
+                self.direct = True
+        self.fd = fd
+        st = os.fstat(fd)
+        self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        self.size = st.st_size
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hypura-io")
+        self.clock = BusyClock()
+        self.bytes_read = 0
+        self.n_reads = 0
+        self._count_lock = threading.Lock()
+
+    def check_unchanged(self) -> None:
+        """Raise StreamError if the path no longer names the file that was opened, unchanged."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise StreamError(f"{self.path}: the model file vanished during the run ({exc.strerror})") from None
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:
+            raise StreamError(f"{self.path}: the model file changed during the run")
+
+    def read_into(self, dest: memoryview, offset: int) -> None:
+        """Read len(dest) bytes at offset into dest (aligned when direct), synchronously."""
+        want = len(dest)
+        done = 0
+        self.clock.enter()
+        try:
+            while done < want:
+                try:
+                    n = os.preadv(self.fd, [dest[done:]], offset + done)
+                except OSError as exc:
+                    raise StreamError(f"{self.path}: read of {want} bytes at {offset} failed: {exc.strerror}") from None
+                if n <= 0:
+                    if offset + done >= self.size and offset + want > self.size:
+                        # the aligned superset may run past the end of the file: zero the tail
+                        dest[done:] = bytes(want - done)
+                        break
+                    raise StreamError(f"{self.path}: file truncated during the run (short read at {offset + done})")
+                done += n
+        finally:
+            self.clock.leave()
+        with self._count_lock:
+            self.bytes_read += min(done, want)
+            self.n_reads += 1
+
+    def submit(self, dest: memoryview, offset: int, chunk: int = CHUNK) -> list[Future]:
+        """Read dest from offset on the pool, split into chunks; returns their futures."""
+        return [self.pool.submit(self.read_into, dest[pos:pos + chunk], offset + pos)
+                for pos in range(0, len(dest), chunk)]
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes_read / self.clock.busy_s / 1e9 if self.clock.busy_s else 0.0
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

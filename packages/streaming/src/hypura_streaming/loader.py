@@ -1,0 +1,202 @@
+"""Load a model whose weight contents Hypura owns: `llama_model_init_from_user`.
+
+llama.cpp allocates every tensor (on the devices the parameters say) and hands each to our
+callback: resident tensors are filled here with direct reads from the GGUF, streamed tensors are
+left untouched (their allocation is never committed) and later re-pointed into a slot pool.
+Tensors that llama.cpp creates but the file lacks (optional biases, scales, rope factors) get
+neutral values, so they change nothing. The model file is opened read-only.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from hypura_llama import LlamaModel, ModelParams, ffi, lib
+from hypura_llama.errors import LlamaError
+
+from .directio import DirectReader, StreamError, aligned_span
+
+log = logging.getLogger(__name__)
+_NEUTRAL_ONE = re.compile(r"(rope_freqs|rope_factors_(long|short)|(^|[._])scale)(\.weight)?$|_scale\.weight$")
+_NEUTRAL_ZERO = re.compile(r"(\.bias|_b)$|bias$")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    offset: int   # absolute file offset of the data
+    size: int     # bytes in the file
+
+
+# Tensors llama.cpp creates as duplicates of another when the file lacks them (tied embeddings).
+TIED = {"output.weight": "token_embd.weight"}
+
+
+class GGUFIndex:
+    """Tensor offsets and sizes from the file's header (via gguf's C reader, metadata only).
+
+    For tied tensors the file lacks (output.weight = token_embd.weight), an entry with the
+    source's type and shape is added to the in-memory metadata, so llama.cpp creates it with the
+    right type, and it is read from the source's bytes. The file itself is never written."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        params = ffi.new("struct gguf_init_params *")
+        ggml_ctx = ffi.new("struct ggml_context **")
+        params.no_alloc = True
+        params.ctx = ggml_ctx
+        self.ctx = lib.gguf_init_from_file(self.path.encode(), params[0])
+        if self.ctx == ffi.NULL:
+            raise StreamError(f"{self.path}: not a readable GGUF file")
+        self._ggml_ctx = ggml_ctx[0]
+        self._extra_ctx = ffi.NULL
+        base = lib.gguf_get_data_offset(self.ctx)
+        self.tensors: dict[str, TensorInfo] = {}
+        for i in range(lib.gguf_get_n_tensors(self.ctx)):
+            name = ffi.string(lib.gguf_get_tensor_name(self.ctx, i)).decode()
+            self.tensors[name] = TensorInfo(name, base + lib.gguf_get_tensor_offset(self.ctx, i),
+                                            lib.gguf_get_tensor_size(self.ctx, i))
+        self._add_tied()
+
+    def _add_tied(self) -> None:
+        missing = [(dst, src) for dst, src in TIED.items() if dst not in self.tensors and src in self.tensors]
+        if not missing:
+            return
+        p = ffi.new("struct ggml_init_params *")
+        p.mem_size = lib.ggml_tensor_overhead() * (len(missing) + 1)
+        p.no_alloc = True
+        self._extra_ctx = lib.ggml_init(p[0])
+        for dst, src in missing:
+            st = lib.ggml_get_tensor(self._ggml_ctx, src.encode())
+            t = lib.ggml_new_tensor(self._extra_ctx, st.type, lib.ggml_n_dims(st), st.ne)
+            lib.ggml_set_name(t, dst.encode())
+            lib.gguf_add_tensor(self.ctx, t)
+            self.tensors[dst] = TensorInfo(dst, self.tensors[src].offset, self.tensors[src].size)
+
+    def close(self) -> None:
+        if self.ctx is not None and self.ctx != ffi.NULL:
+            lib.gguf_free(self.ctx)
+            if self._ggml_ctx != ffi.NULL:
+                lib.ggml_free(self._ggml_ctx)
+            if self._extra_ctx != ffi.NULL:
+                lib.ggml_free(self._extra_ctx)
+        self.ctx = None
+
+
+class AlignedBuffer:
+    """Page-aligned anonymous memory (mmap), usable as an O_DIRECT destination."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(int(size), mmap.PAGESIZE)
+        self.mem = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.view = memoryview(self.mem)
+        self.ptr = ffi.from_buffer(self.view)
+
+    def close(self) -> None:
+        self.ptr = None
+        self.view.release()
+        self.mem.close()
+
+
+OwnedTensor = Callable[[object, str], bool]
+
+
+class OwnedLoad:
+    """One `init_from_user` load. `is_streamed(name)` says which tensors to leave unread;
+    their ggml_tensor pointers are collected in `streamed` by name."""
+
+    def __init__(self, path: str | os.PathLike, reader: DirectReader, is_streamed: Callable[[str], bool]) -> None:
+        self.path = os.fspath(path)
+        self.reader = reader
+        self.index = GGUFIndex(path)
+        self.is_streamed = is_streamed
+        self.streamed: dict[str, object] = {}
+        self.neutral: list[str] = []
+        self.bytes_loaded = 0
+        self.error: BaseException | None = None
+        self._staging: AlignedBuffer | None = None
+        self._handle = ffi.new_handle(self)
+        self._progress = None
+
+    def load(self, params: ModelParams) -> LlamaModel:
+        from tqdm import tqdm
+
+        resident = sum(t.size for n, t in self.index.tensors.items() if not self.is_streamed(n))
+        self._progress = tqdm(total=resident, unit="B", unit_scale=True, desc="loading resident weights",
+                              disable=None, leave=False)
+        try:
+            handle = lib.llama_model_init_from_user(self.index.ctx, lib.hypura_py_set_tensor,
+                                                    self._handle, params.to_c())
+        finally:
+            self._progress.close()
+            if self._staging is not None:
+                self._staging.close()
+                self._staging = None
+        if self.error is not None:
+            if handle != ffi.NULL:
+                lib.llama_model_free(handle)
+            raise self.error
+        if handle == ffi.NULL:
+            raise LlamaError(f"{self.path}: llama.cpp could not build the model (set -vv to see its log)")
+        if self.neutral:
+            log.info("%d tensors absent from the file were given neutral values: %s", len(self.neutral),
+                     ", ".join(self.neutral[:8]))
+        return LlamaModel(handle, self.path, params)
+
+    def _staging_for(self, size: int) -> AlignedBuffer:
+        if self._staging is None or self._staging.size < size:
+            if self._staging is not None:
+                self._staging.close()
+            self._staging = AlignedBuffer(max(size, 64 << 20))
+        return self._staging
+
+    def on_tensor(self, t) -> None:
+        name = ffi.string(t.name).decode()
+        nbytes = lib.ggml_nbytes(t)
+        info = self.index.tensors.get(name)
+        if info is None:
+            self._fill_neutral(t, name, nbytes)
+            return
+        if info.size != nbytes:
+            raise StreamError(f"{self.path}: tensor {name} has {info.size} bytes in the file, llama.cpp expects {nbytes}")
+        if self.is_streamed(name):
+            self.streamed[name] = t
+            return
+        start, length = aligned_span(info.offset, info.size)
+        stage = self._staging_for(length)
+        for fut in self.reader.submit(stage.view[:length], start):
+            fut.result()
+        lib.ggml_backend_tensor_set(t, stage.ptr + (info.offset - start), 0, nbytes)
+        self.bytes_loaded += nbytes
+        self._progress.update(nbytes)
+
+    def _fill_neutral(self, t, name: str, nbytes: int) -> None:
+        if t.type != lib.GGML_TYPE_F32:
+            raise StreamError(f"{self.path}: tensor {name} is missing from the file")
+        if _NEUTRAL_ONE.search(name):
+            value = 1.0
+        elif _NEUTRAL_ZERO.search(name):
+            value = 0.0
+        else:
+            raise StreamError(f"{self.path}: tensor {name} is missing from the file and has no neutral value")
+        data = ffi.new("float[]", [value] * (nbytes // 4))
+        lib.ggml_backend_tensor_set(t, data, 0, nbytes)
+        self.neutral.append(name)
+
+    def close(self) -> None:
+        self.index.close()
+
+
+@ffi.def_extern()
+def hypura_py_set_tensor(t, userdata):
+    load: OwnedLoad = ffi.from_handle(userdata)
+    if load.error is not None:
+        return
+    try:
+        load.on_tensor(t)
+    except BaseException as exc:  # noqa: BLE001 - re-raised after llama.cpp returns
+        load.error = exc

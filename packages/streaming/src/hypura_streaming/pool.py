@@ -1,0 +1,88 @@
+"""Slot pools: memory owned by Hypura that several layers' streamed tensors alias.
+
+A layer's streamed tensors are re-pointed (before the first graph is built) into the slot that
+layer uses; layer k of the streamed order uses slot k % n_slots, so pointers never change and
+graphs stay reusable. Each slot holds the aligned file spans of one layer, so O_DIRECT reads land
+in place and every tensor points at its exact bytes inside its span.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypura_llama import ffi, lib
+from hypura_llama.errors import LlamaError
+
+from .directio import align_up, aligned_span
+from .loader import AlignedBuffer, TensorInfo
+
+GAP = 1 << 20  # coalesce tensors closer than this into one read
+
+
+@dataclass
+class Span:
+    file_offset: int    # aligned
+    length: int         # aligned
+    slot_offset: int    # where the span starts inside the slot
+
+
+@dataclass
+class LayerLayout:
+    """Where one streamed layer's tensors live inside a slot."""
+
+    key: object                              # layer id (dense) or (layer, expert)
+    tensors: list[TensorInfo]
+    spans: list[Span] = field(default_factory=list)
+    tensor_slot_offset: dict[str, int] = field(default_factory=dict)
+    size: int = 0                            # aligned bytes read per fill
+    payload: int = 0                         # bytes of tensor data
+
+    @classmethod
+    def build(cls, key: object, tensors: list[TensorInfo]) -> LayerLayout:
+        lay = cls(key, sorted(tensors, key=lambda t: t.offset))
+        groups: list[list[TensorInfo]] = []
+        for t in lay.tensors:
+            if groups and t.offset - (groups[-1][-1].offset + groups[-1][-1].size) <= GAP:
+                groups[-1].append(t)
+            else:
+                groups.append([t])
+        pos = 0
+        for g in groups:
+            start, length = aligned_span(g[0].offset, g[-1].offset + g[-1].size - g[0].offset)
+            lay.spans.append(Span(start, length, pos))
+            for t in g:
+                lay.tensor_slot_offset[t.name] = pos + (t.offset - start)
+            pos += length
+        lay.size = pos
+        lay.payload = sum(t.size for t in lay.tensors)
+        return lay
+
+
+class HostSlotPool:
+    """n_slots × slot_size bytes of page-aligned host memory, wrapped as a ggml CPU buffer."""
+
+    def __init__(self, n_slots: int, slot_size: int) -> None:
+        self.n_slots = n_slots
+        self.slot_size = align_up(slot_size)
+        self.mem = AlignedBuffer(self.n_slots * self.slot_size)
+        self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.mem.ptr, self.mem.size)
+        if self.buffer == ffi.NULL:
+            raise LlamaError("could not wrap the slot pool as a ggml buffer")
+
+    @property
+    def nbytes(self) -> int:
+        return self.mem.size
+
+    def slot_view(self, slot: int) -> memoryview:
+        base = slot * self.slot_size
+        return self.mem.view[base:base + self.slot_size]
+
+    def repoint(self, tensor, slot: int, offset: int) -> None:
+        """Point a model tensor at bytes inside a slot (before the first graph is built)."""
+        tensor.buffer = self.buffer
+        tensor.data = self.mem.ptr + slot * self.slot_size + offset
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            lib.ggml_backend_buffer_free(self.buffer)
+            self.buffer = None
+            self.mem.close()
