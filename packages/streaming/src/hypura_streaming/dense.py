@@ -31,7 +31,9 @@ class DenseStreamer:
     """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 8,
-                 direct_io: bool = True) -> None:
+                 direct_io: bool = True, trigger: str = "ffn_norm-") -> None:
+        """`trigger` is the node before which a layer's weights must be resident; only negative
+        controls in the tests change it."""
         self.path = str(path)
         self.layers = sorted(set(int(x) for x in layers))
         if not self.layers:
@@ -42,7 +44,7 @@ class DenseStreamer:
         self.pool: HostSlotPool | None = None
         self.layouts: list[LayerLayout] = []
         self.eval_filter = EvalFilter(self._on_node)
-        rule = self.eval_filter.add_rule("ffn_norm-", "", SPLIT)
+        rule = self.eval_filter.add_rule(trigger, "", SPLIT)
         for layer in self.layers:
             self.eval_filter.set_layer(rule, layer)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}
