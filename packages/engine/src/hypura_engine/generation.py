@@ -67,7 +67,7 @@ class GenerationResult:
     @property
     def eval_tps(self) -> float:
         """Decode tokens per second (time spent in llama_decode, as llama.cpp's eval time)."""
-        n = max(len(self.tokens) - 1, 0) if self.done_reason != "length" else len(self.tokens)
+        n = max(len(self.tokens) - 1, 0)  # the first token comes from the prompt's logits
         return n / (self.eval_ns / 1e9) if self.eval_ns and n else 0.0
 
 
