@@ -1,0 +1,238 @@
+"""Expert streaming for MoE models: only the experts the router picks are read from NVMe.
+
+Each streamed layer's fused `ffn_{gate,up,down,gate_up}_exps` tensors are re-pointed (before the
+first graph is built) into one shared cache region per kind with `ne[2] = n_slots`, so llama.cpp's
+MUL_MAT_ID indexes cache slots instead of experts. The eval filter notes the router's top-k
+tensor at `ffn_moe_topk-N` (no split: fused top-k kernels stay intact) and splits at
+`ffn_norm-N (reshaped)`, the last node before the first expert matmul. There the streamer reads
+the chosen ids, makes exactly those experts resident (LRU cache over (layer, expert), reads of
+one expert's `nb[2]` contiguous bytes per tensor), and rewrites the ids in place to slot numbers —
+after `ffn_moe_weights-N` consumed the real ids. A layer's slots are never evicted while it runs.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import re
+import time
+from collections import Counter, defaultdict
+from typing import Iterable
+
+import numpy as np
+
+from hypura_llama import NOTE, SPLIT, EvalFilter, LlamaModel, ModelParams, ffi, lib
+
+from .cache import ExpertCache
+from .directio import DirectReader, StreamError, align_up, aligned_span
+from .loader import AlignedBuffer, OwnedLoad
+
+log = logging.getLogger(__name__)
+EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
+
+
+class ExpertStreamer:
+    """Streams the routed experts of `layers` through a cache of `n_slots` experts."""
+
+    def __init__(self, path, layers: Iterable[int], n_slots: int, io_threads: int = 8,
+                 direct_io: bool = True) -> None:
+        self.path = str(path)
+        self.layers = sorted(set(int(x) for x in layers))
+        if not self.layers:
+            raise ValueError("expert streaming needs at least one MoE layer to stream")
+        self.cache = ExpertCache(n_slots)
+        self.n_slots = n_slots
+        self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
+        self._pos = {layer: k for k, layer in enumerate(self.layers)}
+        self.eval_filter = EvalFilter(self._on_node)
+        self._r_topk = self.eval_filter.add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
+        self._r_fill = self.eval_filter.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
+        self._ids: dict[int, object] = {}
+        self.kinds: dict[str, dict] = {}          # kind -> {stride, region offset}
+        self.expert_src: dict[tuple[int, str], tuple[int, int]] = {}  # (layer, kind) -> (file offset, nb2)
+        self.n_expert = 0
+        self.n_used = 0
+        self.region: AlignedBuffer | None = None
+        self.buffer = None
+        self._staging: queue.Queue = queue.Queue()
+        self._staging_bufs: list[AlignedBuffer] = []
+        self._last_k = 1 << 30
+        self.passes = 0
+        self.stall_s = 0.0
+        self.routing: dict[int, Counter] = defaultdict(Counter)
+        self._load_bytes = 0
+        self.expert_bytes_read = 0
+
+    def _is_streamed(self, name: str) -> bool:
+        m = EXPS.match(name)
+        return bool(m) and int(m.group(1)) in self._pos
+
+    # -- loading --------------------------------------------------------------------------
+    def load_model(self, params: ModelParams | None = None) -> LlamaModel:
+        params = params or ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)
+        owned = OwnedLoad(self.path, self.reader, self._is_streamed)
+        try:
+            model = owned.load(params)
+            self._layout(owned)
+        except BaseException:
+            owned.close()
+            if "model" in locals():
+                model.close()
+            raise
+        owned.close()
+        self.n_used = int(model.metadata().get(f"{model.metadata().get('general.architecture')}.expert_used_count", 0))
+        if not 0 < self.n_used <= self.n_slots:
+            model.close()
+            raise ValueError(f"{self.path}: the expert cache ({self.n_slots} slots) must hold at least the "
+                             f"{self.n_used} experts one token uses")
+        self._load_bytes = self.reader.bytes_read
+        self.reader.clock.busy_s = 0.0
+        log.info("expert streaming: %d layers, %d experts each, cache of %d slots (%.1f MiB)", len(self.layers),
+                 self.n_expert, self.n_slots, self.region.size / 2**20)
+        return model
+
+    def _layout(self, owned: OwnedLoad) -> None:
+        per_layer: dict[int, dict[str, object]] = defaultdict(dict)
+        for name, t in owned.streamed.items():
+            layer, kind, what = EXPS.match(name).groups()
+            if what != "weight":
+                raise ValueError(f"{self.path}: tensor {name}: per-expert side tensors are not supported by "
+                                 "expert streaming (use --mode dense-stream or resident)")
+            per_layer[int(layer)][kind] = (name, t)
+        for layer in self.layers:
+            if not per_layer.get(layer):
+                raise ValueError(f"{self.path}: layer {layer} has no routed expert tensors (blk.{layer}.ffn_*_exps)")
+        for layer, kinds in per_layer.items():
+            for kind, (name, t) in kinds.items():
+                n_exp, nb2 = int(t.ne[2]), int(t.nb[2])
+                if n_exp < 2 or t.ne[3] != 1 or nb2 * n_exp != owned.index.tensors[name].size:
+                    raise ValueError(f"{self.path}: tensor {name} is not a fused [*, *, n_expert] expert tensor "
+                                     f"(ne={list(t.ne)}, nb={list(t.nb)})")
+                if self.n_expert and n_exp != self.n_expert:
+                    raise ValueError(f"{self.path}: tensor {name} has {n_exp} experts, others {self.n_expert}")
+                self.n_expert = n_exp
+                k = self.kinds.setdefault(kind, {"stride": nb2})
+                if k["stride"] != nb2:
+                    raise ValueError(f"{self.path}: tensor {name}: expert size {nb2} differs from other layers' "
+                                     f"{k['stride']} (mixed quantization types are not supported yet)")
+                self.expert_src[(layer, kind)] = (owned.index.tensors[name].offset, nb2)
+        if self.n_slots > self.n_expert:
+            self.n_slots = self.cache.n_slots = self.n_expert
+            self.cache = ExpertCache(self.n_slots)
+        pos = 0
+        for kind in sorted(self.kinds):
+            self.kinds[kind]["offset"] = pos
+            pos += align_up(self.n_slots * self.kinds[kind]["stride"])
+        self.region = AlignedBuffer(pos)
+        self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.region.ptr, self.region.size)
+        for layer, kinds in per_layer.items():
+            for kind, (name, t) in kinds.items():
+                t.buffer = self.buffer
+                t.data = self.region.ptr + self.kinds[kind]["offset"]
+                t.ne[2] = self.n_slots
+                t.nb[3] = self.n_slots * t.nb[2]
+        largest = max(aligned_span(0, k["stride"])[1] + 4096 for k in self.kinds.values())
+        for _ in range(self.reader.pool._max_workers):
+            buf = AlignedBuffer(largest)
+            self._staging_bufs.append(buf)
+            self._staging.put(buf)
+
+    @property
+    def max_ubatch(self) -> int:
+        """Largest ubatch whose union of experts always fits the cache."""
+        return max(1, self.n_slots // max(1, self.n_used))
+
+    # -- reading one expert ---------------------------------------------------------------
+    def _read_expert(self, layer: int, kind: str, expert: int, slot: int) -> None:
+        offset, nb2 = self.expert_src[(layer, kind)]
+        start, length = aligned_span(offset + expert * nb2, nb2)
+        stage = self._staging.get()
+        try:
+            self.reader.read_into(stage.view[:length], start)
+            dst = self.region.ptr + self.kinds[kind]["offset"] + slot * nb2
+            src = stage.ptr + (offset + expert * nb2 - start)
+            ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb2)
+        finally:
+            self._staging.put(stage)
+
+    # -- the eval callback ----------------------------------------------------------------
+    def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
+        if rule == self._r_topk:
+            self._ids[layer] = tensor
+            return
+        k = self._pos[layer]
+        if k <= self._last_k:
+            self.passes += 1
+            self.reader.check_unchanged()
+        self._last_k = k
+        ids_t = self._ids.get(layer)
+        if ids_t is None:
+            raise StreamError(f"layer {layer}: the router's top-k node was not seen before the expert matmuls")
+        n_used, n_tok = int(ids_t.ne[0]), int(ids_t.ne[1])
+        if n_tok == 0:  # e.g. the last layer of a prompt chunk whose outputs are not needed
+            return
+        span = int(lib.ggml_nbytes(ids_t))
+        raw = bytearray(span)
+        lib.ggml_backend_tensor_get(ids_t, ffi.from_buffer(raw), 0, span)
+        ids = np.lib.stride_tricks.as_strided(np.frombuffer(raw, dtype=np.int32), shape=(n_tok, n_used),
+                                              strides=(int(ids_t.nb[1]), int(ids_t.nb[0])), writeable=False)
+        if ids.min() < 0 or ids.max() >= self.n_expert:
+            raise StreamError(f"layer {layer}: router produced expert ids outside [0, {self.n_expert})")
+        self.routing[layer].update(ids.ravel().tolist())
+        mapping, to_read = self.cache.lookup(layer, sorted(set(ids.ravel().tolist())))
+        futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s)
+                for e, s in to_read for kind in self.kinds]
+        t0 = time.perf_counter()
+        try:
+            for f in futs:
+                f.result()
+        except BaseException:
+            self.cache.invalidate([s for _, s in to_read])
+            raise
+        self.stall_s += time.perf_counter() - t0
+        self.expert_bytes_read += sum(self.expert_src[(layer, kind)][1] for _ in to_read for kind in self.kinds)
+        lut = np.arange(self.n_expert, dtype=np.int32)
+        for e, s in mapping.items():
+            lut[e] = s
+        out = np.frombuffer(raw, dtype=np.int32).copy()
+        view = np.lib.stride_tricks.as_strided(out, shape=(n_tok, n_used),
+                                               strides=(int(ids_t.nb[1]), int(ids_t.nb[0])))
+        view[:] = lut[ids]
+        lib.ggml_backend_tensor_set(ids_t, ffi.from_buffer(out), 0, span)
+
+    # -- reporting ------------------------------------------------------------------------
+    def routing_summary(self) -> dict:
+        """Distinct experts chosen per layer and the share of selections of the top 10% experts."""
+        out = {}
+        for layer, counts in sorted(self.routing.items()):
+            total = sum(counts.values())
+            top = sorted(counts.values(), reverse=True)[: max(1, self.n_expert // 10)]
+            out[layer] = {"distinct": len(counts), "top10pct_share": round(sum(top) / total, 3) if total else 0.0}
+        return out
+
+    def stats(self) -> dict:
+        whole = sum(nb2 * self.n_expert for (_, _), (_, nb2) in self.expert_src.items())
+        read = self.reader.bytes_read - self._load_bytes
+        st = self.cache.stats
+        return {
+            "streamed_layers": len(self.layers), "cache_slots": self.n_slots, "n_expert": self.n_expert,
+            "experts_used": self.n_used, "pool_bytes": self.region.size if self.region else 0,
+            "bytes_from_disk": read, "disk_bytes_per_token": read / self.passes if self.passes else 0,
+            "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes,
+            "experts_loaded": st.misses, "expert_cache_hits": st.hits,
+            "expert_cache_hit_rate": round(st.hit_rate, 4),
+            "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
+            "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
+            "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
+            "routing": self.routing_summary(),
+        }
+
+    def close(self) -> None:
+        self.reader.close()
+        for buf in self._staging_bufs:
+            buf.close()
+        self._staging_bufs.clear()
+        if self.buffer is not None:
+            lib.ggml_backend_buffer_free(self.buffer)
+            self.buffer = None
+            self.region.close()
