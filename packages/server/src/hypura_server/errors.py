@@ -1,0 +1,62 @@
+"""API errors and request-body parsing shared by every blueprint.
+
+Ollama's error body is ``{"error": "..."}``; the OpenAI blueprint re-shapes the same `APIError`
+into OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+
+
+class APIError(Exception):
+    """An error with an HTTP status, reported to the client as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> APIError:
+    return APIError(400, message)
+
+
+def json_body() -> dict[str, Any]:
+    """The request's JSON object. Malformed JSON or a non-object body → 400; too large → 413 (Flask)."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    try:
+        import json
+
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"invalid JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    return data
+
+
+def field(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """``body[key]`` checked against `kind` (None or absent → default); a wrong type → 400."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise bad_request(f"field {key!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise bad_request(f"field {key!r} has the wrong type")
+    return value
+
+
+def model_name(body: dict[str, Any], *keys: str) -> str:
+    """The model name from the first present key (``model``, legacy ``name``); missing → 400."""
+    for key in keys or ("model", "name"):
+        value = body.get(key)
+        if value:
+            if not isinstance(value, str):
+                raise bad_request(f"field {key!r} must be a string")
+            return value
+    raise bad_request("model is required")

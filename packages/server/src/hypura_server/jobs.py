@@ -1,0 +1,156 @@
+"""One generation request, API-neutral: queue for the model, build the prompt, stream events.
+
+The Ollama and OpenAI blueprints both go through `start`: errors that belong in the status line
+(unknown model, bad options, unsupported features, load failures) are raised before the response
+starts; after that, generation yields `Delta`s and one `Done`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from hypura_engine import ChatTemplate, GenerateOptions, GenerationResult, ModelEntry, Runner
+
+from .disconnect import WATCHER
+from .errors import APIError, bad_request
+from .manager import Cancelled, Lease, ModelManager
+from .outputs import THINK_OPEN, OutputParser
+
+PromptBuilder = Callable[[Runner], "Prompt"]
+
+
+@dataclass
+class Prompt:
+    tokens: list[int]
+    in_think: bool = False     # the rendered prompt opened a think block for the model
+
+
+@dataclass
+class Job:
+    entry: ModelEntry
+    build: PromptBuilder
+    opts: GenerateOptions = field(default_factory=GenerateOptions)
+    num_ctx: int | None = None
+    keep_alive: float | None = None
+    tools: list[dict[str, Any]] | None = None
+    think: bool | None = None
+
+
+@dataclass
+class Delta:
+    content: str
+    thinking: str = ""
+
+
+@dataclass
+class Done:
+    result: GenerationResult
+    tool_calls: list[dict[str, Any]] | None
+    context: list[int]
+    load_ns: int
+    total_ns: int
+
+
+def acquire(manager: ModelManager, entry: ModelEntry, num_ctx: int | None, cancel: threading.Event,
+            environ: dict[str, Any]) -> tuple[Lease, Callable[[], None]]:
+    """Wait for and load the model, watching the client meanwhile. Returns (lease, stop-watching)."""
+    unwatch = WATCHER.watch(environ, cancel)
+    try:
+        return manager.lease(entry, num_ctx, cancel), unwatch
+    except Cancelled:
+        unwatch()
+        raise APIError(499, "client disconnected") from None
+    except ValueError as exc:
+        unwatch()
+        raise bad_request(str(exc)) from None
+    except Exception as exc:
+        unwatch()
+        raise APIError(500, f"failed to load model '{entry.name}': {exc}") from exc
+
+
+class Started:
+    """A job whose model is leased and whose prompt is built; iterate `events()` exactly once."""
+
+    def __init__(self, manager: ModelManager, job: Job, cancel: threading.Event, environ: dict[str, Any]) -> None:
+        self.t0 = time.perf_counter_ns()
+        self.job, self.cancel = job, cancel
+        self._events: Iterator[Delta | Done] | None = None
+        self.lease, self._unwatch = acquire(manager, job.entry, job.num_ctx, cancel, environ)
+        try:
+            self.runner = self.lease.runner
+            prompt = job.build(self.runner)
+            if len(prompt.tokens) >= self.runner.n_ctx:
+                raise bad_request(f"prompt of {len(prompt.tokens)} tokens does not fit the context of "
+                                  f"{self.runner.n_ctx} tokens (raise num_ctx)")
+        except ValueError as exc:
+            self.close()
+            raise bad_request(str(exc)) from None
+        except BaseException:
+            self.close()
+            raise
+        self.prompt = prompt
+        self.parser = OutputParser(think=bool(job.think) or (job.think is None and prompt.in_think),
+                                   in_think=prompt.in_think, tools=job.tools)
+
+    def events(self) -> Iterator[Delta | Done]:
+        self._events = self._run()
+        return self._events
+
+    def _run(self) -> Iterator[Delta | Done]:
+        try:
+            result: GenerationResult | None = None
+            for item in self.runner.generate(self.prompt.tokens, self.job.opts, self.cancel):
+                if isinstance(item, str):
+                    content, thinking = self.parser.feed(item)
+                    if content or thinking:
+                        yield Delta(content, thinking)
+                else:
+                    result = item
+            content, thinking = self.parser.finish()
+            if content or thinking:
+                yield Delta(content, thinking)
+            assert result is not None
+            yield Done(result, self.parser.tool_calls, self.prompt.tokens + result.tokens, self.lease.load_ns,
+                       time.perf_counter_ns() - self.t0)
+        finally:
+            self._events = None   # this generator is finishing: nothing to close
+            self.close()
+
+    def close(self) -> None:
+        """Stop generating (if running) and give the model back; safe to call more than once."""
+        events, self._events = self._events, None
+        if events is not None:
+            self.cancel.set()
+            events.close()
+        self.lease.release(self.job.keep_alive)
+        self._unwatch()
+
+
+def template_for(runner: Runner, override: str | None) -> ChatTemplate:
+    """The model's chat template, or a per-name override registered with /api/create."""
+    if not override:
+        return runner.template
+    return ChatTemplate(override, runner.template.bos_token, runner.template.eos_token)
+
+
+def render(runner: Runner, template: ChatTemplate, messages: list[dict[str, Any]],
+           tools: list | None = None, think: bool | None = None, context: list[int] | None = None) -> Prompt:
+    """Render a chat through `template` to tokens (after `context`, Ollama's previous-turn tokens)."""
+    text = template.render(messages, add_generation_prompt=True, tools=tools or None, think=think)
+    in_think = text.rstrip().endswith(THINK_OPEN) and think is not False
+    bos = template.bos_token
+    if context:
+        if bos and text.startswith(bos):
+            text = text[len(bos):]
+        return Prompt(list(context) + runner.tokenize(text, add_special=False), in_think)
+    return Prompt(runner.tokenize(text, add_special=not (bos and text.startswith(bos))), in_think)
+
+
+def check_features(name: str, template: ChatTemplate, tools: list | None, think: Any) -> None:
+    """Ollama's 400s for tools / thinking on a model whose template has no place for them."""
+    if tools and not template.supports_tools:
+        raise bad_request(f"{name} does not support tools")
+    if think and not template.supports_thinking:
+        raise bad_request(f"\"{name}\" does not support thinking")

@@ -1,0 +1,257 @@
+"""Ollama's model endpoints: version, tags, show, ps, create (+ blobs), copy, delete, pull, push."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from hypura_engine import ModelNotFound
+from hypura_llama import backend_name
+
+from . import __version__
+from .durations import FOREVER, from_timestamp
+from .errors import APIError, bad_request, field, json_body, model_name
+from .modelinfo import capabilities, details, digest, model_info, read_info, tag_entry
+from .state import resolve, state
+
+bp = Blueprint("models", __name__)
+OLLAMA_COMPAT_VERSION = "0.11.4"   # the Ollama API level served; clients gate features on it
+_DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def root() -> Response:
+    return Response("Ollama is running", mimetype="text/plain")
+
+
+@bp.route("/api/version", methods=["GET", "HEAD"])
+def version() -> Response:
+    return jsonify({"version": OLLAMA_COMPAT_VERSION, "hypura_version": __version__})
+
+
+@bp.route("/api/tags", methods=["GET", "HEAD"])
+def tags() -> Response:
+    models = []
+    for entry in state().registry.list():
+        try:
+            models.append(tag_entry(entry))
+        except (OSError, ValueError):
+            continue   # an unreadable file is not listed
+    return jsonify({"models": models})
+
+
+def _info(entry):  # noqa: ANN001, ANN202
+    try:
+        return read_info(entry.path)
+    except (OSError, ValueError) as exc:
+        raise APIError(500, str(exc)) from None
+
+
+@bp.post("/api/show")
+def show() -> Response:
+    body = json_body()
+    entry = resolve(model_name(body))
+    info = _info(entry)
+    over = state().overrides(entry.name)
+    params = over.get("parameters") or {}
+    template = over.get("template") or info.template.source
+    lines = [f"FROM {entry.path}", f'TEMPLATE """{template}"""']
+    if over.get("system"):
+        lines.append(f'SYSTEM """{over["system"]}"""')
+    lines += [f"PARAMETER {k} {json.dumps(v) if isinstance(v, str) else v}"
+              for k, values in params.items() for v in (values if isinstance(values, list) else [values])]
+    out: dict[str, Any] = {
+        "modelfile": "\n".join(lines) + "\n", "parameters": "\n".join(lines[2 + bool(over.get("system")):]),
+        "template": template, "details": details(info), "model_info": model_info(info),
+        "capabilities": capabilities(info), "modified_at": from_timestamp(info.mtime)}
+    if isinstance(info.kv.get("general.license"), str):
+        out["license"] = info.kv["general.license"]
+    if over.get("system"):
+        out["system"] = over["system"]
+    return jsonify(out)
+
+
+@bp.route("/api/ps", methods=["GET"])
+def ps() -> Response:
+    gpu = backend_name() != "cpu"
+    models = []
+    for slot in state().manager.loaded():
+        runner = slot.runner
+        if runner is None:
+            continue
+        info = _info(slot.entry)
+        extra = runner.stats()
+        size_vram = int(extra.get("gpu_bytes", info.size if gpu and extra.get("mode") == "resident" else 0))
+        expires = slot.expires_at if slot.expires_at != FOREVER else time.time() + 100 * 365 * 86400
+        models.append({"name": slot.entry.name, "model": slot.entry.name, "size": info.size,
+                       "digest": digest(slot.entry, info), "details": details(info),
+                       "expires_at": from_timestamp(expires), "size_vram": size_vram,
+                       "context_length": runner.n_ctx, "hypura": extra})
+    return jsonify({"models": models})
+
+
+def _blob_path(dig: str) -> Path:
+    m = _DIGEST.match(dig)
+    if not m:
+        raise bad_request(f"invalid digest {dig!r} (want sha256:<64 hex digits>)")
+    return state().registry.models_dir / "blobs" / f"sha256-{m.group(1)}"
+
+
+@bp.route("/api/blobs/<dig>", methods=["HEAD"])
+def blob_exists(dig: str) -> Response:
+    return Response(status=200 if _blob_path(dig).is_file() else 404)
+
+
+@bp.post("/api/blobs/<dig>")
+def blob_upload(dig: str) -> Response:
+    target = _blob_path(dig)
+    request.max_content_length = None  # a model file: no body limit here
+    target.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            while chunk := request.stream.read(1 << 20):
+                h.update(chunk)
+                f.write(chunk)
+        if h.hexdigest() != target.name.removeprefix("sha256-"):
+            raise bad_request("digest mismatch")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return Response(status=201)
+
+
+def _parse_modelfile(text: str) -> dict[str, Any]:
+    """The legacy ``modelfile`` field: FROM, TEMPLATE, SYSTEM, PARAMETER (triple quotes allowed)."""
+    out: dict[str, Any] = {"parameters": {}}
+    for m in re.finditer(r'^\s*(\w+)\s+("""(.*?)"""|.*)$', text, re.M | re.S):
+        cmd, value = m.group(1).upper(), m.group(3) if m.group(3) is not None else m.group(2).strip()
+        if cmd == "FROM":
+            out["from"] = value
+        elif cmd in ("TEMPLATE", "SYSTEM", "LICENSE"):
+            out[cmd.lower()] = value
+        elif cmd == "PARAMETER":
+            key, _, raw = value.partition(" ")
+            try:
+                val: Any = json.loads(raw.strip())
+            except ValueError:
+                val = raw.strip()
+            out["parameters"].setdefault(key, []).append(val)
+    out["parameters"] = {k: v[0] if len(v) == 1 and k != "stop" else v for k, v in out["parameters"].items()}
+    return out
+
+
+@bp.post("/api/create")
+def create() -> Response:
+    body = json_body()
+    st = state()
+    name = model_name(body)
+    spec = _parse_modelfile(body["modelfile"]) if isinstance(body.get("modelfile"), str) else {}
+    for key in ("from", "template", "system", "parameters"):
+        if body.get(key) is not None:
+            spec[key] = body[key]
+    if body.get("quantize") or body.get("adapters"):
+        raise bad_request("quantize and adapters are not supported by Hypura: create from a ready GGUF file")
+    files = field(body, "files", dict, {})
+    if files:
+        ggufs = [d for f, d in files.items() if str(f).endswith(".gguf")]
+        if len(ggufs) != 1 or not isinstance(ggufs[0], str):
+            raise bad_request("files must name exactly one .gguf blob")
+        path = _blob_path(ggufs[0])
+        if not path.is_file():
+            raise bad_request(f"blob {ggufs[0]} not found: upload it with POST /api/blobs/{ggufs[0]}")
+    elif isinstance(spec.get("from"), str) and spec["from"]:
+        src = spec["from"]
+        p = Path(src).expanduser()
+        if src.endswith(".gguf") or p.is_absolute():
+            if not p.is_file():
+                raise bad_request(f"{src}: no such GGUF file on the server")
+            path = p
+        else:
+            path = resolve(src).path
+    else:
+        raise bad_request("create needs 'from' (a model name or a .gguf path on the server) or 'files'")
+    if not isinstance(spec.get("parameters", {}), dict):
+        raise bad_request("parameters must be an object")
+    _info_or_400(path)
+    try:
+        entry = st.registry.register(name, path)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    st.set_overrides(entry.name, {k: spec[k] for k in ("template", "system", "parameters") if spec.get(k)})
+    st.manager.unload(entry.name)
+    lines = [{"status": "parsing GGUF"}, {"status": "writing manifest"}, {"status": "success"}]
+    if field(body, "stream", bool, True):
+        return Response("".join(json.dumps(x) + "\n" for x in lines), mimetype="application/x-ndjson")
+    return jsonify(lines[-1])
+
+
+def _info_or_400(path: Path) -> None:
+    try:
+        read_info(path)
+    except (OSError, ValueError) as exc:
+        raise bad_request(str(exc)) from None
+
+
+@bp.post("/api/copy")
+def copy() -> Response:
+    body = json_body()
+    st = state()
+    src, dst = field(body, "source", str, ""), field(body, "destination", str, "")
+    if not src or not dst:
+        raise bad_request("source and destination are required")
+    entry = resolve(src)
+    try:
+        new = st.registry.copy(entry.name, dst)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    st.set_overrides(new.name, st.overrides(entry.name))
+    return Response(status=200)
+
+
+@bp.route("/api/delete", methods=["DELETE", "POST"])
+def delete() -> Response:
+    body = json_body()
+    st = state()
+    entry = resolve(model_name(body))
+    if entry.source in ("ollama", "default"):
+        raise bad_request(f"'{entry.name}' is {'in Ollama' if entry.source == 'ollama' else 'built in'}: "
+                          "Hypura does not delete it")
+    st.manager.unload(entry.name)
+    try:
+        st.registry.delete(entry.name)
+    except ModelNotFound as exc:
+        raise APIError(404, str(exc)) from None
+    st.set_overrides(entry.name, None)
+    return Response(status=200)
+
+
+@bp.post("/api/pull")
+def pull() -> Response:
+    body = json_body()
+    name = model_name(body)
+    try:
+        entry = state().registry.resolve(name)
+    except ModelNotFound:
+        raise APIError(404, f"model '{name}' not found: Hypura cannot reach a model registry; put the .gguf "
+                            f"in {state().registry.models_dir} or register it with /api/create") from None
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    lines = [{"status": "pulling manifest"}, {"status": f"using local {entry.path.name}"}, {"status": "success"}]
+    if field(body, "stream", bool, True):
+        return Response("".join(json.dumps(x) + "\n" for x in lines), mimetype="application/x-ndjson")
+    return jsonify(lines[-1])
+
+
+@bp.post("/api/push")
+def push() -> Response:
+    raise APIError(501, "push is not supported: Hypura serves local models and reaches no registry")
