@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Dense-FFN streaming under a RAM cap: Hypura vs llama-bench (mmap and dio), and vs the disk.
+
+The same model, the same cgroup memory cap around each program, caches dropped before every run
+(cold), runs interleaved round by round; medians. Hypura's physical limit is the measured
+O_DIRECT bandwidth of the model's disk ÷ the bytes Hypura must read from disk per token.
+
+    sudo .venv/bin/python tools/bench_dense.py --model /data/llama3-70b-scaled.gguf --cap 4G \
+        --rounds 3 -n 8 --out docs/bench/dense-cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import MemoryCap, disk_bandwidth, drop_caches, median, run_hypura, run_llama_bench  # noqa: E402
+
+
+def parse_size(s: str) -> int:
+    from hypura.config import parse_size as ps
+
+    return ps(s)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--cap", required=True, help="cgroup memory cap for every program, e.g. 4G")
+    ap.add_argument("--ram-budget", default=None, help="Hypura's RAM budget (default: cap minus 600M)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("-n", type=int, default=8, help="tokens decoded per run")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--configs", default="hypura,mmap,dio")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    cap_bytes = parse_size(args.cap)
+    budget = args.ram_budget or str(cap_bytes - (600 << 20))
+    size = args.model.stat().st_size
+    drop_caches()
+    bw = disk_bandwidth(args.model)
+    print(f"model {args.model.name}: {size / 1e9:.2f} GB, cap {cap_bytes / 2**30:.2f} GiB "
+          f"({size / cap_bytes:.2f}x), disk {bw / 1e9:.2f} GB/s (O_DIRECT, sequential)", flush=True)
+    configs = {
+        "hypura": lambda cap: run_hypura(args.model, cap, args.n, args.threads,
+                                         ["--mode", "dense-stream", "--ram-budget", budget, "--ctx", "512"]),
+        "mmap": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "mmap"]),
+        "dio": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "dio"]),
+    }
+    chosen = [c for c in args.configs.split(",") if c]
+    runs: dict[str, list[dict]] = {c: [] for c in chosen}
+    for r in range(args.rounds):
+        for name in chosen:
+            drop_caches()
+            cap = MemoryCap(cap_bytes)
+            try:
+                res = configs[name](cap)
+                res["cgroup_peak_bytes"] = cap.peak()
+            finally:
+                cap.close()
+            runs[name].append(res)
+            tps = f"{res['tps']:.4f} tok/s" if res["ok"] else res["error"][:120]
+            print(f"round {r} {name:7s} {tps}  (wall {res['wall_s']:.1f} s, peak {res['cgroup_peak_bytes']})",
+                  flush=True)
+    summary = {name: median([x["tps"] for x in rs]) for name, rs in runs.items()}
+    hy = [x for x in runs.get("hypura", []) if x["ok"]]
+    per_token = median([x.get("disk_bytes_per_token") for x in hy])
+    limit = bw / per_token if per_token else None
+    result = {
+        "benchmark": "dense-ffn-streaming", "model": str(args.model), "model_bytes": size, "cap_bytes": cap_bytes,
+        "ram_budget": budget, "n": args.n, "threads": args.threads, "disk_bps": bw,
+        "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs, "median_tps": summary,
+        "hypura_disk_bytes_per_token": per_token, "physical_limit_tps": limit,
+        "hypura_over_limit": (summary.get("hypura") or 0) / limit if limit else None,
+        "hypura_over_llama": {k: (summary["hypura"] / v if v and summary.get("hypura") else None)
+                              for k, v in summary.items() if k != "hypura"},
+    }
+    print(json.dumps({k: result[k] for k in ("median_tps", "physical_limit_tps", "hypura_over_limit",
+                                             "hypura_over_llama", "hypura_disk_bytes_per_token")}, indent=1))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
