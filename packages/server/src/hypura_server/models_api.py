@@ -133,7 +133,7 @@ def blob_upload(dig: str) -> Response:
 def _parse_modelfile(text: str) -> dict[str, Any]:
     """The legacy ``modelfile`` field: FROM, TEMPLATE, SYSTEM, PARAMETER (triple quotes allowed)."""
     out: dict[str, Any] = {"parameters": {}}
-    for m in re.finditer(r'^\s*(\w+)\s+("""(.*?)"""|.*)$', text, re.M | re.S):
+    for m in re.finditer(r'^\s*(\w+)[ \t]+("""(.*?)"""|[^\n]*)$', text, re.M | re.S):
         cmd, value = m.group(1).upper(), m.group(3) if m.group(3) is not None else m.group(2).strip()
         if cmd == "FROM":
             out["from"] = value
