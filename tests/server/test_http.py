@@ -125,3 +125,9 @@ def test_client_disconnect_stops_generation(server):
                                      {"model": MODEL, "prompt": "Hi", "stream": False, "options": GREEDY})
     assert status == 200 and json.loads(resp)["done"]
     assert time.perf_counter() - t0 < 3.0           # the abandoned one (~1000 tokens, ~16 s) was cancelled
+
+
+def test_prompt_longer_than_num_ctx_is_400(server):
+    status, _, body = server.request("POST", "/api/generate", {
+        "model": MODEL, "prompt": "word " * 400, "stream": False, "options": {"num_ctx": 32, "num_predict": 1}})
+    assert status == 400 and "does not fit the context" in json.loads(body)["error"]

@@ -180,3 +180,44 @@ def test_ollama_store_models_are_listed(ollama_client, server, default_model):
     with pytest.raises(ollama.ResponseError):
         ollama_client.delete("tiny:q4")      # read-only: Ollama's store is never touched
     assert blob.exists()
+
+
+CHATML_TOOLS = (
+    "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+    "{% for c in m.get('tool_calls') or [] %}<tool_call>{{ c['function'] | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_tool_calls_end_to_end(ollama_client, default_model):
+    """A template with tools, and a reply forced (by a schema) into a call: arguments come back as objects."""
+    ollama_client.create("toolish", from_=str(default_model), template=CHATML_TOOLS)
+    assert "tools" in ollama_client.show("toolish").capabilities
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "weather in a city",
+                                             "parameters": {"type": "object",
+                                                            "properties": {"city": {"type": "string"}}}}}
+    schema = {"type": "object", "properties": {"name": {"const": "get_weather"}, "arguments": {
+        "type": "object", "properties": {"city": {"enum": ["Paris", "Oslo"]}}}}}
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    try:
+        r = ollama_client.chat("toolish", messages, tools=[tool], format=schema,
+                               options={"temperature": 0, "num_predict": 40})
+        assert r.message.content == ""
+        (call,) = r.message.tool_calls
+        assert call.function.name == "get_weather" and call.function.arguments["city"] in ("Paris", "Oslo")
+        # the call and its result go back into the history as objects
+        history = messages + [r.message, {"role": "tool", "content": "22 C", "tool_name": "get_weather"}]
+        again = ollama_client.chat("toolish", history, tools=[tool], options={"temperature": 0, "num_predict": 2})
+        assert again.done
+    finally:
+        ollama_client.delete("toolish")
+
+
+def test_concurrent_requests_queue_fairly_and_match_sequential(ollama_client, server):
+    import concurrent.futures as cf
+
+    prompts = ["Name a river.", "Name a mountain.", "Name a city."]
+    alone = [ollama_client.generate(MODEL, p, options=GREEDY).response for p in prompts]
+    with cf.ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda p: ollama_client.generate(MODEL, p, options=GREEDY).response, prompts))
+    assert together == alone

@@ -101,9 +101,10 @@ def details(info: ModelInfo) -> dict[str, Any]:
             "quantization_level": info.quantization}
 
 
-def capabilities(info: ModelInfo) -> list[str]:
+def capabilities(info: ModelInfo, template_source: str | None = None) -> list[str]:
+    """Ollama's capability names, from the template (or a per-name override of it) and the vocabulary."""
     out = ["completion"]
-    template = info.template
+    template = ChatTemplate(template_source) if template_source else info.template
     if template.supports_tools:
         out.append("tools")
     if info.fim:

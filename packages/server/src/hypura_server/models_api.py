@@ -70,7 +70,7 @@ def show() -> Response:
     out: dict[str, Any] = {
         "modelfile": "\n".join(lines) + "\n", "parameters": "\n".join(lines[2 + bool(over.get("system")):]),
         "template": template, "details": details(info), "model_info": model_info(info),
-        "capabilities": capabilities(info), "modified_at": from_timestamp(info.mtime)}
+        "capabilities": capabilities(info, over.get("template")), "modified_at": from_timestamp(info.mtime)}
     if isinstance(info.kv.get("general.license"), str):
         out["license"] = info.kv["general.license"]
     if over.get("system"):
