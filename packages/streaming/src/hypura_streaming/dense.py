@@ -17,11 +17,11 @@ import time
 from concurrent.futures import Future
 from typing import Iterable
 
-from hypura_llama import SPLIT, EvalFilter, LlamaModel, ModelParams
+from hypura_llama import SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, lib
 
 from .directio import DirectReader, StreamError
 from .loader import OwnedLoad
-from .pool import HostSlotPool, LayerLayout
+from .pool import DeviceSlotPool, HostSlotPool, LayerLayout
 
 log = logging.getLogger(__name__)
 DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.(weight|bias|scale)$")
@@ -31,9 +31,11 @@ class DenseStreamer:
     """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 8,
-                 direct_io: bool = True, trigger: str = "ffn_norm-") -> None:
-        """`trigger` is the node before which a layer's weights must be resident; only negative
-        controls in the tests change it."""
+                 direct_io: bool = True, trigger: str = "ffn_norm-", device=None) -> None:
+        """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
+        the CPU backend). `trigger` is the node before which a layer's weights must be resident;
+        only negative controls in the tests change it."""
+        self.device = device
         self.path = str(path)
         self.layers = sorted(set(int(x) for x in layers))
         if not self.layers:
@@ -41,7 +43,8 @@ class DenseStreamer:
         self.n_slots = max(1, min(int(n_slots), len(self.layers)))
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
         self._owned: OwnedLoad | None = None
-        self.pool: HostSlotPool | None = None
+        self.pool: HostSlotPool | DeviceSlotPool | None = None
+        self._layer_tensors: list[list[tuple[object, int]]] = []
         self.layouts: list[LayerLayout] = []
         self.eval_filter = EvalFilter(self._on_node)
         rule = self.eval_filter.add_rule(trigger, "", SPLIT)
@@ -51,6 +54,7 @@ class DenseStreamer:
         # slot state
         self._owner = [-1] * self.n_slots             # streamed index loaded / loading in each slot
         self._futures: list[list[Future]] = [[] for _ in range(self.n_slots)]
+        self._uploaded = [True] * self.n_slots
         self._pending: set[int] = set()               # prefetched, not yet used in this pass
         self._busy = -1                               # slot of the layer computing now
         self._last_k = 1 << 30
@@ -66,8 +70,17 @@ class DenseStreamer:
         return bool(m) and int(m.group(1)) in self._pos
 
     # -- loading --------------------------------------------------------------------------
+    def model_params(self) -> ModelParams:
+        """All layers on the compute device; on a GPU the streamed tensors are allocated in host
+        memory that is never touched (no VRAM), then re-pointed into the VRAM slots."""
+        overrides = ()
+        if self.device is not None:
+            layers = "|".join(str(x) for x in self.layers)
+            overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)\.(weight|bias|scale)$", BufferType.cpu()),)
+        return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides)
+
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
-        params = params or ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)
+        params = params or self.model_params()
         owned = self._owned = OwnedLoad(self.path, self.reader, self._is_streamed)
         try:
             model = owned.load(params)
@@ -81,10 +94,15 @@ class DenseStreamer:
             model.close()
             raise ValueError(f"{self.path}: no dense FFN tensors in layers {missing} (is this a MoE model?)")
         self.layouts = [LayerLayout.build(layer, by_layer[layer]) for layer in self.layers]
-        self.pool = HostSlotPool(self.n_slots, max(lay.size for lay in self.layouts))
+        slot_size = max(lay.size for lay in self.layouts)
+        self.pool = (HostSlotPool(self.n_slots, slot_size) if self.device is None
+                     else DeviceSlotPool(self.device, self.n_slots, slot_size))
         for k, lay in enumerate(self.layouts):
+            tensors = []
             for name, off in lay.tensor_slot_offset.items():
                 self.pool.repoint(owned.streamed[name], k % self.n_slots, off)
+                tensors.append((owned.streamed[name], off))
+            self._layer_tensors.append(tensors)
         self._load_bytes = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
         log.info("dense streaming: %d layers through %d slots of %.1f MiB", len(self.layers), self.n_slots,
@@ -103,7 +121,17 @@ class DenseStreamer:
             futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length], span.file_offset))
         self._owner[s] = k
         self._futures[s] = futs
+        self._uploaded[s] = self.device is None
         self.fills += 1
+
+    def _upload_ready(self) -> None:
+        """Start uploads (device pools) of slots whose reads have all completed."""
+        for s in range(self.n_slots):
+            if not self._uploaded[s] and all(f.done() for f in self._futures[s]):
+                for f in self._futures[s]:
+                    f.result()
+                self.pool.upload(s, self._layer_tensors[self._owner[s]])
+                self._uploaded[s] = True
 
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
         k = self._pos[layer]
@@ -123,12 +151,17 @@ class DenseStreamer:
         try:
             for f in self._futures[s]:
                 f.result()
+            if not self._uploaded[s]:
+                self.pool.upload(s, self._layer_tensors[k])
+                self._uploaded[s] = True
+            self.pool.wait(s)
         except StreamError:
             self._owner[s] = -1
             raise
         self.stall_s += time.perf_counter() - t0
         self._busy = s
         self._prefetch(k)
+        self._upload_ready()
 
     def _prefetch(self, k: int) -> None:
         n = len(self.layers)
@@ -157,8 +190,17 @@ class DenseStreamer:
             "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes, "fills": self.fills,
             "prefetch_hits": self.prefetch_hits, "stall_s": round(self.stall_s, 3),
             "direct_io": self.reader.direct, "eval_callbacks": self.eval_filter.n_calls,
+            "device": self.device.name if self.device is not None else "CPU",
+            "streamed_ops_on_gpu": self.streamed_on_device(),
+            "bytes_uploaded": getattr(self.pool, "uploaded_bytes", 0),
             "python_callbacks": self.eval_filter.n_python,
         }
+
+    def streamed_on_device(self) -> bool:
+        """True when every streamed weight lives in device (non-host) memory: the scheduler can
+        then only run their matmuls on that device (the CPU backend cannot read VRAM)."""
+        tensors = [t for layer in self._layer_tensors for t, _ in layer]
+        return bool(tensors) and all(not lib.ggml_backend_buffer_is_host(t.buffer) for t in tensors)
 
     def close(self) -> None:
         self.reader.close()

@@ -76,6 +76,14 @@ class HostSlotPool:
         base = slot * self.slot_size
         return self.mem.view[base:base + self.slot_size]
 
+    device = None  # host memory: reads land in place, nothing to upload
+
+    def upload(self, slot: int, tensors: list[tuple[object, int]]) -> None:
+        pass
+
+    def wait(self, slot: int) -> None:
+        pass
+
     def repoint(self, tensor, slot: int, offset: int) -> None:
         """Point a model tensor at bytes inside a slot (before the first graph is built)."""
         tensor.buffer = self.buffer
@@ -86,3 +94,71 @@ class HostSlotPool:
             lib.ggml_backend_buffer_free(self.buffer)
             self.buffer = None
             self.mem.close()
+
+
+class DeviceSlotPool:
+    """Slots in a compute device's memory (CUDA VRAM), filled through pinned staging.
+
+    Reads land (O_DIRECT) in the slot's pinned host staging; uploads run asynchronously on
+    Hypura's own backend stream and are fenced with one event per slot, so they overlap the
+    compute stream. Only the decode thread issues uploads."""
+
+    def __init__(self, device, n_slots: int, slot_size: int) -> None:
+        from hypura_llama import BufferType
+
+        self.device = device
+        self.n_slots = n_slots
+        self.slot_size = align_up(slot_size)
+        buft: BufferType = device.buffer_type
+        # + 512 B: quantized batched matmuls read up to 512 bytes past an expert/tensor
+        self.vram = buft.allocate(self.n_slots * self.slot_size + 512)
+        self.vram.clear(0)
+        host = device.host_buffer_type
+        if host is None:
+            raise LlamaError(f"{device.name} has no pinned host buffer type")
+        self.staging = host.allocate(self.n_slots * self.slot_size + 4096)
+        base = self.staging.base
+        self._stage_off = align_up(base) - base  # O_DIRECT wants page-aligned destinations
+        self.backend = lib.ggml_backend_dev_init(device.handle, ffi.NULL)
+        if self.backend == ffi.NULL:
+            raise LlamaError(f"could not create a stream on {device.name}")
+        self.events = [lib.ggml_backend_event_new(device.handle) for _ in range(n_slots)]
+        self.uploaded_bytes = 0
+
+    @property
+    def buffer(self):
+        return self.vram.handle
+
+    @property
+    def nbytes(self) -> int:
+        return self.vram.size
+
+    def slot_view(self, slot: int) -> memoryview:
+        """The slot's pinned staging (where reads land)."""
+        return self.staging.host_view(self._stage_off + slot * self.slot_size, self.slot_size)
+
+    def repoint(self, tensor, slot: int, offset: int) -> None:
+        tensor.buffer = self.vram.handle
+        tensor.data = ffi.cast("void *", self.vram.base + slot * self.slot_size + offset)
+
+    def upload(self, slot: int, tensors: list[tuple[object, int]]) -> None:
+        """Asynchronously copy each (tensor, offset in slot) from staging to VRAM, then fence."""
+        stage = self.staging.base + self._stage_off + slot * self.slot_size
+        for t, off in tensors:
+            n = lib.ggml_nbytes(t)
+            lib.ggml_backend_tensor_set_async(self.backend, t, ffi.cast("void *", stage + off), 0, n)
+            self.uploaded_bytes += n
+        lib.ggml_backend_event_record(self.events[slot], self.backend)
+
+    def wait(self, slot: int) -> None:
+        lib.ggml_backend_event_synchronize(self.events[slot])
+
+    def close(self) -> None:
+        if self.backend is not None:
+            lib.ggml_backend_synchronize(self.backend)
+            for ev in self.events:
+                lib.ggml_backend_event_free(ev)
+            lib.ggml_backend_free(self.backend)
+            self.backend = None
+            self.vram.close()
+            self.staging.close()
