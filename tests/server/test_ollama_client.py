@@ -221,3 +221,15 @@ def test_concurrent_requests_queue_fairly_and_match_sequential(ollama_client, se
     with cf.ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda p: ollama_client.generate(MODEL, p, options=GREEDY).response, prompts))
     assert together == alone
+
+
+def test_keep_alive_duration_expires(ollama_client):
+    import time
+
+    ollama_client.generate(MODEL, "", keep_alive="1s")
+    (m,) = [m for m in ollama_client.ps().models if m.model == MODEL]
+    assert m.expires_at.timestamp() - time.time() < 1.5
+    deadline = time.time() + 5
+    while MODEL in {m.model for m in ollama_client.ps().models} and time.time() < deadline:
+        time.sleep(0.1)
+    assert MODEL not in {m.model for m in ollama_client.ps().models}
