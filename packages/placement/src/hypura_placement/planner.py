@@ -1,0 +1,282 @@
+"""The placement planner: every tensor on ``gpu``, ``ram`` or ``nvme``, the mode, and the predicted speed.
+
+Tiers. The *compute tier* is where kernels read weights: the GPU, or RAM on a machine without one (or with
+``gpu_budget=0``; then the ``gpu`` tier stays empty). With a GPU, RAM holds the token embedding (llama.cpp
+reads it on the CPU), pinned copies of weights uploaded per token, and a staging slot for NVMe reads.
+NVMe is the model file itself.
+
+Cost model (decode, one token). Every weight byte a token touches is read by the compute device:
+``t_compute = max(touched / compute_bandwidth, 2 * active_params / flops)``, independent of placement.
+Weights not on the compute tier must also move each token: ``t_upload = (ram + nvme bytes) / upload_bps``
+(GPU only) and ``t_disk = nvme bytes / disk_bps``. Reads, uploads and compute are pipelined (prefetch), so
+``t = max(t_compute, t_upload, t_disk)``; the largest term is the *bottleneck* (the serial sum is reported
+too, as the pessimistic bound). A dense FFN layer that streams is read whole every token (a cyclic scan:
+an LRU cache smaller than the set hits nothing). A routed-expert layer is read at ``n_used / n_expert`` of
+its bytes (uniform routing); an expert cache of capacity ``c`` experts over ``S`` streamed experts hits
+``c / S`` (uniform routing; caches independent), so misses are ``(1 - hit)`` of the touched bytes.
+Real routing is skewed (a minority of experts takes most selections), so real hit rates are higher.
+
+Algorithm. (1) The always-resident part (attention, norms, router, shared experts, output, other; the
+embedding in RAM) goes on the compute tier with the KV cache and compute buffers (``resident_overhead``,
+from llama.cpp's no_alloc dry run, or the formula in :func:`estimate_overhead`). If every weight fits:
+``full-resident``. (2) Otherwise a slot pool (two slots if they fit, else one: a slot is the largest
+streamed unit, a dense layer's FFN or ``n_used`` experts of a layer) is reserved; if even one does not fit,
+:class:`PlanError` gives the minimum. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
+are sorted by *touched bytes per token per byte* (density: 1 for dense FFN, n_used/n_expert for experts),
+ties by layer, and packed greedily: compute tier first, then RAM, the rest on NVMe (a unit that does not
+fit is skipped, smaller later ones may still fit). (4) Leftover compute-tier and RAM space becomes expert
+cache (whole experts) for the streamed MoE layers.
+
+Optimality. Placement changes only the bytes moved per token, ``sum(density_u * bytes_u)`` over units
+below the compute tier (upload) and over units on NVMe (disk). Both are linear, and the tiers are nested,
+so the fractional relaxation is solved exactly by filling the faster tier with the densest bytes first
+(the exchange argument of fractional knapsack), which minimises both terms at once and hence their max.
+Units are whole layers, but all units of a class (every dense FFN layer, every MoE layer of a model) have
+the same density, so within a class any whole-layer packing is as good as another; the only loss against
+the fractional optimum is the unfilled remainder at each tier boundary: less than one dense layer per tier
+for dense models, and for MoE less than one expert (the remainder becomes expert cache, which the uniform
+model values exactly like resident experts). More budget can only move units up a tier, so the prediction
+is monotone; the procedure has no randomness, so the plan is deterministic.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .hardware_spec import HardwareSpec
+from .model_info import ModelInfo
+from .plan import Plan, PlanError
+from .roles import STREAMABLE
+
+MiB, GiB = 1 << 20, 1 << 30
+N_UBATCH = 512
+RANDOM_READ_BELOW = 1 * MiB     # experts smaller than this are read at the random-read rate
+
+
+def estimate_overhead(m: ModelInfo, ctx: int) -> tuple[int, int]:
+    """(KV cache, compute buffer) bytes by formula, for files llama.cpp cannot dry-run (header-only).
+
+    KV (f16): ``2 * n_layer * ctx * n_head_kv * head_dim * 2``; DeepSeek-2 MLA caches one latent per token and
+    layer: ``n_layer * ctx * (kv_lora_rank + rope_dim) * 2``. Compute buffer: f32 activations of one ubatch of
+    512 tokens: ``4 * 512 * (n_vocab + 6 * n_embd + 2 * n_ff)`` (logits dominate) — an estimate.
+    """
+    if m.kv_lora_rank:
+        kv = m.n_layer * ctx * (m.kv_lora_rank + m.rope_dim) * 2
+    else:
+        kv = 2 * m.n_layer * ctx * m.n_head_kv * m.head_dim * 2
+    n_ff = max(m.n_ff, m.n_expert_used * _expert_ff(m))
+    return kv, 4 * N_UBATCH * (m.n_vocab + 6 * m.n_embd + 2 * n_ff)
+
+
+def _expert_ff(m: ModelInfo) -> int:
+    t = next((t for t in m.tensors if t.role == "routed_expert" and len(t.shape) == 3), None)
+    return 0 if t is None else min(t.shape[0], t.shape[1])
+
+
+def default_budgets(hw: HardwareSpec) -> tuple[int, int]:
+    """(gpu, ram) budgets: free memory minus a safety margin (GPU: max(512 MiB, 5%); RAM: max(1 GiB, 10%)).
+
+    With unified memory (Apple silicon) the GPU budget is carved out of available RAM.
+    """
+    gpu = 0 if hw.gpu is None else max(0, hw.gpu.memory_free - max(512 * MiB, hw.gpu.memory_free // 20))
+    ram = hw.ram_available - max(GiB, hw.ram_available // 10)
+    if hw.unified_memory:
+        ram -= gpu
+    return gpu, max(0, ram)
+
+
+@dataclass
+class _Unit:
+    """A streamable unit: one layer's dense FFN or one layer's routed experts."""
+    layer: int
+    kind: str                   # "dense_ffn" | "routed_expert"
+    names: list[str]
+    nbytes: int
+    touched: float              # bytes read per token when not cached
+    expert_bytes: int = 0
+    n_expert: int = 0
+    tier: str = "nvme"
+    slot: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slot = int(self.touched) if self.kind == "routed_expert" else self.nbytes
+
+    @property
+    def density(self) -> float:
+        return self.touched / self.nbytes
+
+
+def _units(m: ModelInfo) -> list[_Unit]:
+    groups: dict[tuple[int, str], list] = {}
+    for t in m.tensors:
+        if t.role in STREAMABLE and t.layer is not None:
+            groups.setdefault((t.layer, t.role), []).append(t)
+    units = []
+    for (layer, kind), ts in sorted(groups.items()):
+        nbytes = sum(t.nbytes for t in ts)
+        if kind == "routed_expert":
+            ebytes = nbytes // max(1, m.n_expert)
+            units.append(_Unit(layer, kind, [t.name for t in ts], nbytes, ebytes * m.n_expert_used, ebytes,
+                               m.n_expert))
+        else:
+            units.append(_Unit(layer, kind, [t.name for t in ts], nbytes, float(nbytes)))
+    return sorted(units, key=lambda u: (-u.density, u.layer, u.kind))
+
+
+def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: int | None = None,
+                   ram_budget: int | None = None, ctx: int = 4096, resident_overhead: int | None = None) -> Plan:
+    """Place every tensor of ``model_info`` on ``hardware`` within the budgets (bytes; None: measured free
+    minus a margin). ``resident_overhead``: KV cache + compute buffers in bytes (None: formula).
+    Raises :class:`PlanError` when the budget cannot hold the always-resident part and one streaming slot.
+    """
+    m, hw = model_info, hardware
+    d_gpu, d_ram = default_budgets(hw)
+    gpu_b = d_gpu if gpu_budget is None else int(gpu_budget)
+    ram_b = d_ram if ram_budget is None else int(ram_budget)
+    if gpu_b < 0 or ram_b < 0:
+        raise ValueError("budgets must not be negative")
+    has_gpu = hw.gpu is not None and gpu_b > 0
+    ctier = "gpu" if has_gpu else "ram"
+    cap_c = gpu_b if has_gpu else ram_b
+    if resident_overhead is None:
+        kv, compute = estimate_overhead(m, ctx)
+        overhead, source = kv + compute, f"formula (KV {kv} + compute {compute} bytes)"
+    else:
+        overhead, source = int(resident_overhead), "given (llama.cpp no_alloc dry run)"
+    units = _units(m)
+    streamable = {n for u in units for n in u.names}
+    tiers: dict[str, str] = {}
+    core_c = emb_ram = emb_copy = 0
+    for t in m.tensors:
+        if t.name in streamable:
+            continue
+        if has_gpu and t.role == "embedding":
+            if t.name == "token_embd.weight" and m.tied_embeddings:   # output matmul on the GPU, input copy in RAM
+                tiers[t.name], core_c, emb_copy = ctier, core_c + t.nbytes, t.nbytes
+                emb_ram += emb_copy
+            else:
+                tiers[t.name], emb_ram = "ram", emb_ram + t.nbytes
+        else:
+            tiers[t.name], core_c = ctier, core_c + t.nbytes
+    plan = Plan(model=m.path, architecture=m.architecture, hardware=hw.name, mode="full-resident",
+                compute_tier=ctier, gpu_budget=gpu_b if has_gpu else 0, ram_budget=ram_b, ctx=ctx,
+                resident_overhead=overhead, overhead_source=source)
+    what = "GPU" if has_gpu else "RAM"
+    if has_gpu and emb_ram > ram_b:
+        raise PlanError(f"RAM budget {ram_b} bytes is too small: the token embedding needs {emb_ram} bytes")
+    total_stream = sum(u.nbytes for u in units)
+    if core_c + overhead + total_stream <= cap_c:       # everything fits on the compute tier
+        for u in units:
+            u.tier = ctier
+        plan.reserved = {"ram": emb_copy} if emb_copy else {}
+        return _finish(plan, m, hw, units, tiers, 0, 0, 0, 0)
+    slot = max(u.slot for u in units) if units else 0
+    minimum = core_c + overhead + slot
+    if cap_c < minimum or not units:
+        raise PlanError(
+            f"{what} budget {cap_c} bytes ({cap_c / GiB:.2f} GiB) is too small for {m.path}: the always-resident "
+            f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
+            f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
+    n_slots = 2 if cap_c >= minimum + slot else 1
+    left_c = cap_c - core_c - overhead - n_slots * slot
+    for staging in ((0, slot) if has_gpu else (0,)):
+        left_r = ram_b - emb_ram - staging if has_gpu else 0
+        lc, lr = left_c, left_r
+        for u in units:
+            if u.nbytes <= lc:
+                u.tier, lc = ctier, lc - u.nbytes
+            elif has_gpu and u.nbytes <= lr:
+                u.tier, lr = "ram", lr - u.nbytes
+            else:
+                u.tier = "nvme"
+        if not any(u.tier == "nvme" for u in units) or staging:
+            break
+    if has_gpu and lr < 0:
+        raise PlanError(f"RAM budget {ram_b} bytes is too small: streaming from NVMe needs the embedding "
+                        f"({emb_ram}) plus a staging slot ({slot}): at least {emb_ram + slot} bytes")
+    plan.n_slots, plan.slot_bytes = n_slots, slot
+    plan.reserved = {ctier: n_slots * slot, **({"ram": staging} if has_gpu and staging else {})}
+    if emb_copy:
+        plan.reserved["ram"] = plan.reserved.get("ram", 0) + emb_copy
+    return _finish(plan, m, hw, units, tiers, lc, lr if has_gpu else 0, n_slots, slot)
+
+
+def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str],
+            left_c: int, left_r: int, n_slots: int, slot: int) -> Plan:
+    ctier = plan.compute_tier
+    for u in units:
+        for n in u.names:
+            tiers[n] = u.tier
+    by_name = {t.name: t for t in m.tensors}
+    plan.tensors = {t.name: tiers[t.name] for t in m.tensors}
+    plan.tiers = {"gpu": 0, "ram": 0, "nvme": 0}
+    for name, tier in plan.tensors.items():
+        plan.tiers[tier] += by_name[name].nbytes
+    streamed = [u for u in units if u.tier != ctier]
+    moe = [u for u in streamed if u.kind == "routed_expert"]
+    ebytes = max((u.expert_bytes for u in moe), default=0)
+    s_all = sum(u.n_expert for u in moe)
+    s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
+    c_cache = min(s_all, left_c // ebytes) if ebytes else 0
+    r_cache = min(s_nvme, left_r // ebytes) if ebytes and ctier == "gpu" else 0
+    h_c = c_cache / s_all if s_all else 0.0
+    h_r = r_cache / s_nvme if s_nvme else 0.0
+    ram_tok = nvme_tok = 0.0
+    for u in streamed:
+        if u.kind == "dense_ffn":
+            ram_tok += u.touched if u.tier == "ram" else 0
+            nvme_tok += u.touched if u.tier == "nvme" else 0
+        elif u.tier == "ram":
+            ram_tok += u.touched * (1 - h_c)
+        elif ctier == "gpu":
+            miss = u.touched * (1 - h_c)
+            ram_tok, nvme_tok = ram_tok + miss * h_r, nvme_tok + miss * (1 - h_r)
+        else:                                   # CPU only: the compute tier's leftover is the expert cache
+            nvme_tok += u.touched * (1 - h_c)
+    plan.expert_cache = {"experts": {ctier: c_cache, **({"ram": r_cache} if ctier == "gpu" else {})},
+                         "expert_bytes": ebytes, "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
+                         "model": "uniform routing: hit = cache capacity / experts it serves; caches independent"}
+    if any(u.kind == "routed_expert" for u in streamed):
+        plan.mode = "expert-streaming"
+    elif streamed:
+        plan.mode = "dense-ffn-streaming"
+    plan.layers = _layer_map(m, units, plan.tensors)
+    plan.resident_ffn_layers = sorted(u.layer for u in units if u.tier == ctier)
+    plan.streamed_layers = {tier: sorted(u.layer for u in units if u.tier == tier) for tier in ("ram", "nvme")
+                            if tier != ctier}
+    plan.ram_bytes_per_token = int(ram_tok) if ctier == "gpu" else 0
+    plan.nvme_bytes_per_token = int(nvme_tok)
+    plan.touched_bytes_per_token = m.bytes_per_token()
+    _predict(plan, m, hw, ebytes)
+    return plan
+
+
+def _layer_map(m: ModelInfo, units: list[_Unit], tensors: dict[str, str]) -> list[dict]:
+    rows: dict[int, dict] = {}
+    for t in m.tensors:
+        if t.layer is None:
+            continue
+        r = rows.setdefault(t.layer, {"layer": t.layer, "resident": None, "resident_bytes": 0,
+                                      "ffn": None, "ffn_kind": None, "ffn_bytes": 0})
+        if t.name in {n for u in units if u.layer == t.layer for n in u.names}:
+            continue
+        r["resident"], r["resident_bytes"] = tensors[t.name], r["resident_bytes"] + t.nbytes
+    for u in units:
+        r = rows[u.layer]
+        r["ffn"], r["ffn_kind"], r["ffn_bytes"] = u.tier, u.kind, r["ffn_bytes"] + u.nbytes
+    return [rows[k] for k in sorted(rows)]
+
+
+def _predict(plan: Plan, m: ModelInfo, hw: HardwareSpec, ebytes: int) -> None:
+    t_mem = plan.touched_bytes_per_token / hw.compute_bandwidth
+    t_flops = 2 * m.active_params() / hw.compute_flops
+    disk_bps = hw.disk_rand_read_bps if 0 < ebytes < RANDOM_READ_BELOW else hw.disk_seq_read_bps
+    times = {"compute": max(t_mem, t_flops), "disk": plan.nvme_bytes_per_token / disk_bps}
+    if plan.compute_tier == "gpu":
+        times["upload"] = (plan.ram_bytes_per_token + plan.nvme_bytes_per_token) / (hw.upload_bps or 12e9)
+    t = max(times.values())
+    plan.seconds_per_token = times
+    plan.bottleneck = max(times, key=lambda k: (times[k], k))
+    plan.predicted_tps = 1.0 / t if t > 0 else math.inf
+    serial = sum(times.values())
+    plan.predicted_tps_serial = 1.0 / serial if serial > 0 else math.inf
