@@ -125,3 +125,19 @@ def test_model_file_changing_mid_run_is_a_clear_error(tmp_path, default_model):
     finally:
         model.close()
         st.close()
+
+
+def test_ram_tier_layers_are_read_once(default_model, resident):
+    st = DenseStreamer(default_model, range(6, 18), 2, ram_layers=range(6, 12))
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter)
+        stats = st.stats()
+        nvme_bytes = sum(lay.size for lay in st.layouts if lay.key >= 12)
+    finally:
+        model.close()
+        st.close()
+    assert toks == resident[0] and np.array_equal(logits, resident[1])
+    assert stats["disk_bytes_per_pass"] == nvme_bytes
+    # RAM-tier layers come from their copy: disk reads are the NVMe layers' only (+ one pass of prefetch)
+    assert stats["bytes_from_disk"] <= (stats["passes"] + 1) * nvme_bytes

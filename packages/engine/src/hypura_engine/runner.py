@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hypura_llama import ContextParams, DecodeError, LlamaContext, LlamaModel, ModelParams, Sampler
+from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler
 
 from .generation import GenerateOptions, GenerationResult, TextStream
 from .templates import ChatTemplate
@@ -52,25 +52,29 @@ class Runner:
         self.streamer = None
         self.mode = "resident"
         eval_filter = None
+        n_ubatch = opts.n_batch
         if opts.mode != "resident":
-            from .planning import plan_for
+            from .planning import MODE_OF_PLAN, open_streamer, plan_for
 
-            self.plan = plan_for(self.path, opts)
-            self.mode = {"full-resident": "resident"}.get(self.plan.mode, self.plan.mode) \
-                if opts.mode == "auto" else opts.mode
-        if self.mode == "resident":
+            self.plan, info = plan_for(self.path, opts)
+            self.mode = MODE_OF_PLAN[self.plan.mode] if opts.mode == "auto" else opts.mode
+            if self.mode != "resident":
+                self.streamer = open_streamer(self.path, self.plan, info, self.mode)
+        if self.streamer is None:
             self.model = LlamaModel.load(self.path, ModelParams(n_gpu_layers=-1, load_mode="mmap",
                                                                 use_extra_bufts=opts.use_extra_bufts))
         else:
-            from hypura_streaming import open_streamer
-
-            self.streamer = open_streamer(self.path, self.plan, self.mode)
-            self.model = self.streamer.load_model()
+            try:
+                self.model = self.streamer.load_model()
+            except BaseException:
+                self.streamer.close()
+                raise
             eval_filter = self.streamer.eval_filter
+            n_ubatch = min(n_ubatch, getattr(self.streamer, "max_ubatch", n_ubatch))
         try:
             n_ctx = max(16, min(opts.ctx, self.model.n_ctx_train or opts.ctx))
             self.ctx = LlamaContext(self.model, ContextParams(n_ctx=n_ctx, n_batch=opts.n_batch,
-                                                             n_ubatch=opts.n_batch, n_threads=opts.n_threads,
+                                                             n_ubatch=n_ubatch, n_threads=opts.n_threads,
                                                              embeddings=opts.embeddings), eval_filter)
         except BaseException:
             self.close()
@@ -179,7 +183,7 @@ class Runner:
                 t0 = time.perf_counter_ns()
                 try:
                     self.ctx.decode([tok], len(self.cached))
-                except DecodeError:
+                except BaseException:  # decode or stream error: the KV cache is no longer trustworthy
                     self.cached = []
                     self.ctx.clear()
                     raise
@@ -212,7 +216,9 @@ class Runner:
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "model_bytes": self.path.stat().st_size}
         if self.plan is not None:
-            out["predicted_tps"] = self.plan.predicted_tps
+            out["predicted_tps"] = round(self.plan.predicted_tps, 4)
+            out["planned_mode"] = self.plan.mode
+            out["plan_nvme_bytes_per_token"] = self.plan.nvme_bytes_per_token
         if self.streamer is not None:
             out.update(self.streamer.stats())
         return out

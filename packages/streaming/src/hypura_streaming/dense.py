@@ -11,13 +11,14 @@ before its reads completed.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
 import time
 from concurrent.futures import Future
 from typing import Iterable
 
-from hypura_llama import SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, lib
+from hypura_llama import SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, ffi, lib
 
 from .directio import DirectReader, StreamError
 from .loader import OwnedLoad
@@ -31,11 +32,16 @@ class DenseStreamer:
     """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 8,
-                 direct_io: bool = True, trigger: str = "ffn_norm-", device=None) -> None:
+                 direct_io: bool = True, trigger: str = "ffn_norm-", device=None,
+                 ram_layers: Iterable[int] = ()) -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
         the CPU backend). `trigger` is the node before which a layer's weights must be resident;
-        only negative controls in the tests change it."""
+        only negative controls in the tests change it. `ram_layers` (a subset of `layers`) are read
+        from disk once into a RAM copy (pinned with a GPU) and filled from there, never re-read."""
         self.device = device
+        self.ram_layers = set(int(x) for x in ram_layers)
+        self._ram_copy = None
+        self._ram_off: dict[int, int] = {}
         self.path = str(path)
         self.layers = sorted(set(int(x) for x in layers))
         if not self.layers:
@@ -103,17 +109,57 @@ class DenseStreamer:
                 self.pool.repoint(owned.streamed[name], k % self.n_slots, off)
                 tensors.append((owned.streamed[name], off))
             self._layer_tensors.append(tensors)
+        self._load_ram_tier()
         self._load_bytes = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
         log.info("dense streaming: %d layers through %d slots of %.1f MiB", len(self.layers), self.n_slots,
                  self.pool.slot_size / 2**20)
         return model
 
+    def _load_ram_tier(self) -> None:
+        ram = [k for k, layer in enumerate(self.layers) if layer in self.ram_layers]
+        if not ram:
+            return
+        total = sum(self.layouts[k].size for k in ram)
+        if self.device is not None:
+            self._ram_copy = self.device.host_buffer_type.allocate(total + 4096)
+            base = self._ram_copy.base
+            start = -base % 4096
+            view = self._ram_copy.host_view(start, total)
+            addr = base + start
+        else:
+            from .loader import AlignedBuffer
+
+            self._ram_copy = AlignedBuffer(total)
+            view, addr = self._ram_copy.view, int(ffi.cast("uintptr_t", self._ram_copy.ptr))
+        pos = 0
+        futs = []
+        for k in ram:
+            lay = self.layouts[k]
+            self._ram_off[k] = addr + pos
+            for span in lay.spans:
+                futs.extend(self.reader.submit(view[pos + span.slot_offset:pos + span.slot_offset + span.length],
+                                               span.file_offset))
+            pos += lay.size
+        for f in futs:
+            f.result()
+
     # -- the eval callback ----------------------------------------------------------------
     def _issue(self, k: int) -> None:
         s = k % self.n_slots
         for f in self._futures[s]:
             f.result()  # never two fills of one slot at once
+        if k in self._ram_off:  # RAM tier: no disk read
+            src = self._ram_off[k]
+            if self.device is None:
+                dst = int(ffi.cast("uintptr_t", self.pool.mem.ptr)) + s * self.pool.slot_size
+                self._futures[s] = [self.reader.pool.submit(ctypes.memmove, dst, src, self.layouts[k].size)]
+            else:
+                self._futures[s] = []
+            self._owner[s] = k
+            self._uploaded[s] = self.device is None
+            self.fills += 1
+            return
         lay = self.layouts[k]
         view = self.pool.slot_view(s)
         futs: list[Future] = []
@@ -130,7 +176,7 @@ class DenseStreamer:
             if not self._uploaded[s] and all(f.done() for f in self._futures[s]):
                 for f in self._futures[s]:
                     f.result()
-                self.pool.upload(s, self._layer_tensors[self._owner[s]])
+                self.pool.upload(s, self._layer_tensors[self._owner[s]], self._ram_off.get(self._owner[s]))
                 self._uploaded[s] = True
 
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
@@ -152,7 +198,7 @@ class DenseStreamer:
             for f in self._futures[s]:
                 f.result()
             if not self._uploaded[s]:
-                self.pool.upload(s, self._layer_tensors[k])
+                self.pool.upload(s, self._layer_tensors[k], self._ram_off.get(k))
                 self._uploaded[s] = True
             self.pool.wait(s)
         except StreamError:
@@ -181,7 +227,7 @@ class DenseStreamer:
         return self.reader.bytes_read - self._load_bytes
 
     def stats(self) -> dict:
-        per_pass = sum(lay.size for lay in self.layouts)
+        per_pass = sum(lay.size for lay in self.layouts if lay.key not in self.ram_layers)
         return {
             "streamed_layers": len(self.layers), "slots": self.n_slots,
             "pool_bytes": self.pool.nbytes if self.pool else 0,
@@ -207,3 +253,6 @@ class DenseStreamer:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        if self._ram_copy is not None:
+            self._ram_copy.close()
+            self._ram_copy = None

@@ -78,7 +78,7 @@ class HostSlotPool:
 
     device = None  # host memory: reads land in place, nothing to upload
 
-    def upload(self, slot: int, tensors: list[tuple[object, int]]) -> None:
+    def upload(self, slot: int, tensors: list[tuple[object, int]], source: int | None = None) -> None:
         pass
 
     def wait(self, slot: int) -> None:
@@ -141,9 +141,10 @@ class DeviceSlotPool:
         tensor.buffer = self.vram.handle
         tensor.data = ffi.cast("void *", self.vram.base + slot * self.slot_size + offset)
 
-    def upload(self, slot: int, tensors: list[tuple[object, int]]) -> None:
-        """Asynchronously copy each (tensor, offset in slot) from staging to VRAM, then fence."""
-        stage = self.staging.base + self._stage_off + slot * self.slot_size
+    def upload(self, slot: int, tensors: list[tuple[object, int]], source: int | None = None) -> None:
+        """Asynchronously copy each (tensor, offset in slot) from the slot's staging (or from
+        `source`, a pinned host address laid out like the slot) to VRAM, then fence."""
+        stage = source if source is not None else self.staging.base + self._stage_off + slot * self.slot_size
         for t, off in tensors:
             n = lib.ggml_nbytes(t)
             lib.ggml_backend_tensor_set_async(self.backend, t, ffi.cast("void *", stage + off), 0, n)

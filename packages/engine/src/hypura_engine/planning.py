@@ -1,0 +1,112 @@
+"""From a GGUF and the measured hardware to a plan, and from a plan to the streamer that runs it."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MODE_OF_PLAN = {"full-resident": "resident", "dense-ffn-streaming": "dense-stream",
+                "expert-streaming": "expert-stream"}
+
+
+def hardware_spec():
+    """The machine's hardware profile (cached; free memory re-read, cgroup limits honoured)."""
+    from hypura_hardware import load_or_measure
+    from hypura_placement import HardwareSpec
+
+    return HardwareSpec.from_dict(load_or_measure(progress=False))
+
+
+_SIZE_LINE = re.compile(r"(?P<what>KV|compute|output) buffer size =\s+(?P<mib>[\d.]+) MiB")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def dry_run_overhead(path: str | Path, ctx: int, n_batch: int = 512) -> int:
+    """KV cache + compute + output buffers for a context, from llama.cpp's own no_alloc dry run
+    (metadata only: nothing is read or allocated). Its sizes are read from its log lines."""
+    from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams
+
+    logger = logging.getLogger("llama.cpp")
+    handler, level = _Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with LlamaModel.load(path, ModelParams(no_alloc=True, load_mode="none", use_extra_bufts=False)) as m:
+            n_ctx = max(16, min(ctx, m.n_ctx_train or ctx))
+            LlamaContext(m, ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch)).close()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    total = 0.0
+    for line in handler.lines:
+        match = _SIZE_LINE.search(line)
+        if match:
+            total += float(match.group("mib"))
+    kv = [ln for ln in handler.lines if "llama_kv_cache: size =" in ln]
+    for line in kv:  # the KV buffer line says 0.00 MiB under no_alloc; its summary line has the size
+        m2 = re.search(r"size =\s+([\d.]+) MiB", line)
+        total += float(m2.group(1)) if m2 else 0.0
+    if total <= 0:
+        raise RuntimeError("llama.cpp's dry run reported no buffer sizes")
+    return int(total * (1 << 20))
+
+
+def plan_for(path: str | Path, opts):
+    """Plan the model at `path` for this machine within the budgets of `opts` (LoadOptions).
+    KV cache and compute buffers come from llama.cpp's no_alloc dry run (files with data)."""
+    from hypura_placement import inspect_model, plan_placement
+
+    info = inspect_model(path)
+    overhead = None if info.header_only else dry_run_overhead(path, opts.ctx, opts.n_batch)
+    plan = plan_placement(info, hardware_spec(), gpu_budget=opts.gpu_budget, ram_budget=opts.ram_budget,
+                          ctx=opts.ctx, resident_overhead=overhead)
+    return plan, info
+
+
+def _gpu_device():
+    from hypura_llama import gpu_devices
+
+    devs = gpu_devices()
+    return devs[0] if devs else None
+
+
+def open_streamer(path: str | Path, plan, info, mode: str):
+    """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream')."""
+    from hypura_streaming import DenseStreamer, ExpertStreamer
+
+    nvme = plan.streamed_layers.get("nvme", [])
+    ram = plan.streamed_layers.get("ram", [])
+    device = _gpu_device() if plan.compute_tier == "gpu" else None
+    if mode == "dense-stream":
+        if info.is_moe:
+            raise ValueError(f"{path}: a MoE model: use --mode expert-stream (or auto)")
+        layers = sorted(set(nvme) | set(ram))
+        if not layers:
+            raise ValueError(f"{path}: the plan keeps every layer resident within the budgets; dense streaming "
+                             "needs a smaller --ram-budget/--gpu-budget (or use --mode auto)")
+        return DenseStreamer(path, layers, n_slots=max(1, plan.n_slots), device=device, ram_layers=ram)
+    if mode == "expert-stream":
+        if not info.is_moe:
+            raise ValueError(f"{path}: not a mixture-of-experts model: use --mode dense-stream (or auto)")
+        if device is not None:
+            raise ValueError("expert streaming on a GPU is not implemented yet: use --gpu-budget 0 (CPU) "
+                             "or --mode resident")
+        moe_layers = sorted({t.layer for t in info.tensors if t.role == "routed_expert" and t.layer is not None
+                             and plan.tensors.get(t.name) != plan.compute_tier})
+        if not moe_layers:
+            raise ValueError(f"{path}: the plan keeps every expert resident within the budgets; expert streaming "
+                             "needs a smaller --ram-budget (or use --mode auto)")
+        ebytes = plan.expert_cache.get("expert_bytes") or 1
+        cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
+        slots = cached + (plan.n_slots * plan.slot_bytes) // ebytes
+        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used))
+    raise ValueError(f"unknown streaming mode {mode!r}")
