@@ -18,7 +18,8 @@ class Plan:
     """Where every tensor lives, the mode, and the predicted decode speed.
 
     ``tensors`` maps every tensor name to exactly one tier. ``tiers`` are weight bytes per tier;
-    ``reserved`` the streaming slot pool (compute tier) and the NVMe staging slot (RAM);
+    ``reserved`` the streaming slot pool and expert caches, the NVMe staging slot and (tied embeddings,
+    with a GPU) the input copy of the embedding in RAM;
     ``resident_overhead`` the KV cache and compute buffers on the compute tier. Bytes per token:
     ``ram_bytes_per_token`` (uploaded from RAM), ``nvme_bytes_per_token`` (read from disk) under
     the cache model in ``expert_cache``; ``seconds_per_token`` per resource, its max is the ``bottleneck``.

@@ -233,6 +233,10 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
             ram_tok, nvme_tok = ram_tok + miss * h_r, nvme_tok + miss * (1 - h_r)
         else:                                   # CPU only: the compute tier's leftover is the expert cache
             nvme_tok += u.touched * (1 - h_c)
+    if c_cache:
+        plan.reserved[ctier] = plan.reserved.get(ctier, 0) + c_cache * ebytes
+    if r_cache:
+        plan.reserved["ram"] = plan.reserved.get("ram", 0) + r_cache * ebytes
     plan.expert_cache = {"experts": {ctier: c_cache, **({"ram": r_cache} if ctier == "gpu" else {})},
                          "expert_bytes": ebytes, "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
                          "model": "uniform routing: hit = cache capacity / experts it serves; caches independent"}

@@ -16,6 +16,17 @@ CHUNK_BLOCKS = 1 << 21            # ~36-68 MiB of quantized data per chunk
 _CODE_RMS = {Q.Q4_0: 4.61, Q.Q8_0: 73.9}   # RMS of (q - 8) for q in 0..15 / of int8 codes
 
 
+def make_rng(seed: int) -> np.random.Generator:
+    """The generator the writer uses: SFC64 gives random bytes at ~3 GB/s (PCG64's ``bytes`` ~0.2 GB/s)."""
+    return np.random.Generator(np.random.SFC64(seed))
+
+
+def random_bytes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random bytes as a writable uint8 array."""
+    words = rng.integers(0, 2**64 - 1, size=-(-n // 8), dtype=np.uint64, endpoint=True)
+    return words.view(np.uint8)[:n]
+
+
 def _f16_bits(x: float) -> int:
     return int(np.array(x, dtype=np.float16).view(np.uint16))
 
@@ -26,7 +37,7 @@ def weight_std(row: int) -> float:
 
 
 def quant_chunks(qtype: Q, n_elements: int, row: int, rng: np.random.Generator):
-    """Yield byte chunks of ``n_elements`` random weights of ``qtype`` (Q4_0 / Q8_0 / F16)."""
+    """Yield byte chunks (memoryviews) of ``n_elements`` random weights of ``qtype`` (Q4_0 / Q8_0 / F16)."""
     std = weight_std(row)
     if qtype == Q.F16:
         e = math.floor(math.log2(std / 1.53))               # RMS of U[1,2) is ~1.53
@@ -34,18 +45,21 @@ def quant_chunks(qtype: Q, n_elements: int, row: int, rng: np.random.Generator):
         step = CHUNK_BLOCKS * 16
         for start in range(0, n_elements, step):
             n = min(step, n_elements - start)
-            bits = np.frombuffer(rng.bytes(2 * n), dtype=np.uint16)
-            yield ((bits & 0x83FF) | fixed).astype(np.uint16).tobytes()
+            bits = random_bytes(rng, 2 * n).view(np.uint16)
+            bits &= 0x83FF
+            bits |= fixed
+            yield memoryview(bits).cast("B")
         return
     block, size = GGML_QUANT_SIZES[qtype]
     d16 = _f16_bits(std / _CODE_RMS[qtype]) & 0x7FC0        # exponent + top mantissa bits
     n_blocks = n_elements // block
     for start in range(0, n_blocks, CHUNK_BLOCKS):
         n = min(CHUNK_BLOCKS, n_blocks - start)
-        raw = np.frombuffer(rng.bytes(n * size), dtype=np.uint8).reshape(n, size).copy()
-        scale = raw[:, :2].copy().view(np.uint16)
-        raw[:, :2] = ((scale & 0x803F) | d16).astype(np.uint16).view(np.uint8).reshape(n, 2)
-        yield raw.tobytes()
+        raw = random_bytes(rng, n * size)
+        scale = raw.view(np.uint16).reshape(n, size // 2)[:, 0]   # the f16 scale leads every block
+        scale &= 0x803F
+        scale |= d16
+        yield memoryview(raw)
 
 
 def f32_values(kind: str, shape: tuple[int, ...], rng: np.random.Generator, hot: np.ndarray | None = None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q, GGUFWriter, LlamaF
 from tqdm import tqdm
 
 from ..gguf_file import HEADER_ONLY_KEY
-from .data import f32_values, gain_for_skew, quant_chunks
+from .data import f32_values, gain_for_skew, make_rng, quant_chunks
 from .presets import ArchShape, get_preset
 from .tensors import TensorSpec, model_kv, tensor_specs
 from .vocab import tokenizer_kv
@@ -97,12 +99,21 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
     return path
 
 
+def _ahead(chunks: Iterator[memoryview]) -> Iterator[memoryview]:
+    """Generate the next chunk in a thread while the caller writes this one (numpy and write release the GIL)."""
+    with ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(next, chunks, None)
+        while (chunk := nxt.result()) is not None:
+            nxt = pool.submit(next, chunks, None)
+            yield chunk
+
+
 def _write_data(w: GGUFWriter, specs: list[TensorSpec], types: list[Q], shape: ArchShape, gain: float,
                 seed: int, progress: bool) -> None:
     fout = w.fout[0]
     align = w.data_alignment
     total = sum(_nbytes(s.shape, t) for s, t in zip(specs, types))
-    rng = np.random.default_rng(seed)
+    rng = make_rng(seed)
     hot_n = max(1, math.ceil(0.1 * shape.n_expert)) if shape.moe else 0
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"writing {Path(fout.name).name}",
               file=sys.stderr, disable=not progress) as bar:
@@ -115,7 +126,7 @@ def _write_data(w: GGUFWriter, specs: list[TensorSpec], types: list[Q], shape: A
                 fout.write(data)
                 bar.update(len(data))
                 continue
-            for chunk in quant_chunks(t, math.prod(s.shape), s.shape[0], rng):
+            for chunk in _ahead(quant_chunks(t, math.prod(s.shape), s.shape[0], rng)):
                 fout.write(chunk)
-                bar.update(len(chunk))
+                bar.update(chunk.nbytes)
         fout.write(b"\0" * (-fout.tell() % align))

@@ -1,0 +1,115 @@
+"""`hypura plan MODEL [--gpu-budget SIZE] [--ram-budget SIZE] [--ctx N] [--hardware NAME|FILE] [--json]`:
+where every tensor would live (GPU / RAM / NVMe), the mode, and the predicted decode speed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from itertools import groupby
+
+from .inspect import resolve_path
+
+FALLBACK_PRESET = "cpu-2c-24g"
+
+
+def load_spec(hardware: str | None):
+    """(HardwareSpec, note): the named preset/file, else this machine's profile, else the fallback preset
+    (with a note saying so)."""
+    from hypura_placement import load_hardware
+
+    if hardware:
+        return load_hardware(hardware), None
+    try:
+        from hypura_hardware import load_or_measure
+
+        return load_hardware(load_or_measure(progress=sys.stderr.isatty())), None
+    except (ImportError, RuntimeError, OSError) as exc:
+        return load_hardware(FALLBACK_PRESET), (f"this machine's hardware profile is unavailable ({exc}); "
+                                                f"planned for the preset {FALLBACK_PRESET} instead")
+
+
+def _ranges(layers: list[int]) -> str:
+    out = []
+    for _, grp in groupby(enumerate(layers), key=lambda p: p[1] - p[0]):
+        g = [x for _, x in grp]
+        out.append(str(g[0]) if len(g) == 1 else f"{g[0]}-{g[-1]}")
+    return ",".join(out) or "-"
+
+
+def format_plan(plan, info, note: str | None = None) -> str:
+    """The readable table: per-tier totals, a per-layer map, the prediction and its bottleneck."""
+    from hypura_placement import format_size as fs
+
+    c = plan.compute_tier
+    lines = [f"model       {info.path} ({info.architecture}, {info.n_params / 1e9:.1f} B params, {info.file_type}, "
+             f"{fs(sum(t.nbytes for t in info.tensors))} of weights{', header-only' if info.header_only else ''})",
+             f"hardware    {plan.hardware}; compute tier {c}; context {plan.ctx} tokens",
+             f"mode        {plan.mode}", ""]
+    if note:
+        lines.insert(0, f"note: {note}")
+    lines.append(f"{'tier':<6} {'weights':>11} {'reserved':>11} {'KV+buffers':>11} {'used':>11} {'budget':>11}")
+    budgets = {"gpu": plan.gpu_budget, "ram": plan.ram_budget, "nvme": None}
+    for tier in ("gpu", "ram", "nvme"):
+        kv = plan.resident_overhead if tier == c else 0
+        b = budgets[tier]
+        lines.append(f"{tier:<6} {fs(plan.tiers.get(tier, 0)):>11} {fs(plan.reserved.get(tier, 0)):>11} "
+                     f"{fs(kv):>11} {fs(plan.used(tier)):>11} {'file' if b is None else fs(b):>11}")
+    lines.append(f"KV cache and compute buffers: {plan.overhead_source}")
+    if plan.n_slots:
+        lines.append(f"streaming slots: {plan.n_slots} x {fs(plan.slot_bytes)} on {c}")
+    lines += ["", "layers      resident part   FFN / experts"]
+    rows = [(r["resident"], r["ffn"], r["ffn_kind"], r["layer"]) for r in plan.layers]
+    for key, grp in groupby(rows, key=lambda r: r[:3]):
+        layers = [r[3] for r in grp]
+        kind = {"routed_expert": "experts", "dense_ffn": "dense FFN", None: "-"}[key[2]]
+        lines.append(f"{_ranges(layers):<11} {key[0] or '-':<15} {kind} on {key[1] or '-'}")
+    ec = plan.expert_cache
+    if ec.get("expert_bytes"):
+        caches = ", ".join(f"{t}: {n} experts (hit {ec['hit_rate'][t]:.1%})" for t, n in ec["experts"].items())
+        lines.append(f"expert cache {caches}; one expert {fs(ec['expert_bytes'])}; {ec['model']}")
+    spt = plan.seconds_per_token
+    lines += ["", f"per token   touched {fs(plan.touched_bytes_per_token)}, from RAM {fs(plan.ram_bytes_per_token)}, "
+                  f"from NVMe {fs(plan.nvme_bytes_per_token)}",
+              "time/token  " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in spt.items()),
+              f"predicted   {plan.predicted_tps:.3g} tok/s (bottleneck: {plan.bottleneck}; pipelined bound), "
+              f"{plan.predicted_tps_serial:.3g} tok/s if nothing overlaps"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hypura_placement import inspect_model, plan_placement
+
+    from ..config import load_config
+
+    cfg = load_config({"gpu_budget": args.gpu_budget, "ram_budget": args.ram_budget, "ctx": args.ctx})
+    info = inspect_model(resolve_path(args.model))
+    spec, note = load_spec(args.hardware)
+    if note:
+        print(f"hypura plan: note: {note}", file=sys.stderr)
+    plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx)
+    if args.json:
+        out = plan.to_dict()
+        if note:
+            out["hardware_note"] = note
+        print(json.dumps(out, indent=1))
+    else:
+        print(format_plan(plan, info, note))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `hypura plan`."""
+    p = subparsers.add_parser("plan", help="place every tensor on GPU / RAM / NVMe and predict the speed",
+                              description=__doc__)
+    p.add_argument("model", metavar="MODEL", help="a .gguf file (header-only files work)")
+    p.add_argument("--gpu-budget", default=None, metavar="SIZE",
+                   help=f"compute-device memory budget (default: measured free minus a margin; 0 = CPU only); "
+                        "sizes: 512M, 8G, 16GiB, 1.5T (K/M/G/T are binary: G = GiB = 1024^3; KB/MB/GB decimal)")
+    p.add_argument("--ram-budget", default=None, metavar="SIZE", help="RAM budget (default: measured available "
+                   "minus a margin)")
+    p.add_argument("--ctx", type=int, default=None, help="context size in tokens (default 4096)")
+    p.add_argument("--hardware", default=None, metavar="NAME|FILE",
+                   help="plan for a preset (mac-m1max-32g, mac-m2ultra-192g, rtx4090-64g, h100-80g, cpu-2c-24g) "
+                        "or a profile JSON file (default: this machine's measured profile)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=run, command="plan")
