@@ -49,7 +49,8 @@ class ExpertStreamer:
         self._r_fill = self.eval_filter.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
         self._ids: dict[int, object] = {}
         self.kinds: dict[str, dict] = {}          # kind -> {stride, region offset}
-        self.expert_src: dict[tuple[int, str], tuple[int, int]] = {}  # (layer, kind) -> (file offset, nb2)
+        # (layer, kind) -> parts of one expert: [(file offset of the source tensor, bytes per expert)]
+        self.expert_src: dict[tuple[int, str], tuple[tuple[int, int], ...]] = {}
         self.n_expert = 0
         self.n_used = 0
         self.region: AlignedBuffer | None = None
@@ -115,7 +116,8 @@ class ExpertStreamer:
                 if k["stride"] != nb2:
                     raise ValueError(f"{self.path}: tensor {name}: expert size {nb2} differs from other layers' "
                                      f"{k['stride']} (mixed quantization types are not supported yet)")
-                self.expert_src[(layer, kind)] = (owned.index.tensors[name].offset, nb2)
+                info = owned.index.tensors[name]
+                self.expert_src[(layer, kind)] = info.parts or ((info.offset, nb2),)
         if self.n_slots > self.n_expert:
             self.n_slots = self.cache.n_slots = self.n_expert
             self.cache = ExpertCache(self.n_slots)
@@ -131,7 +133,8 @@ class ExpertStreamer:
                 t.data = self.region.ptr + self.kinds[kind]["offset"]
                 t.ne[2] = self.n_slots
                 t.nb[3] = self.n_slots * t.nb[2]
-        largest = max(aligned_span(0, k["stride"])[1] + 4096 for k in self.kinds.values())
+        largest = max(nb for parts in self.expert_src.values() for _, nb in parts)
+        largest = aligned_span(0, largest)[1] + 4096
         for _ in range(self.reader.pool._max_workers):
             buf = AlignedBuffer(largest)
             self._staging_bufs.append(buf)
@@ -144,14 +147,17 @@ class ExpertStreamer:
 
     # -- reading one expert ---------------------------------------------------------------
     def _read_expert(self, layer: int, kind: str, expert: int, slot: int) -> None:
-        offset, nb2 = self.expert_src[(layer, kind)]
-        start, length = aligned_span(offset + expert * nb2, nb2)
+        stride = self.kinds[kind]["stride"]
+        pos = 0
         stage = self._staging.get()
         try:
-            self.reader.read_into(stage.view[:length], start)
-            dst = self.region.ptr + self.kinds[kind]["offset"] + slot * nb2
-            src = stage.ptr + (offset + expert * nb2 - start)
-            ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb2)
+            for offset, nb in self.expert_src[(layer, kind)]:
+                start, length = aligned_span(offset + expert * nb, nb)
+                self.reader.read_into(stage.view[:length], start)
+                dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
+                src = stage.ptr + (offset + expert * nb - start)
+                ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb)
+                pos += nb
         finally:
             self._staging.put(stage)
 
@@ -190,7 +196,7 @@ class ExpertStreamer:
             self.cache.invalidate([s for _, s in to_read])
             raise
         self.stall_s += time.perf_counter() - t0
-        self.expert_bytes_read += sum(self.expert_src[(layer, kind)][1] for _ in to_read for kind in self.kinds)
+        self.expert_bytes_read += len(to_read) * sum(self.kinds[kind]["stride"] for kind in self.kinds)
         lut = np.arange(self.n_expert, dtype=np.int32)
         for e, s in mapping.items():
             lut[e] = s
@@ -211,7 +217,7 @@ class ExpertStreamer:
         return out
 
     def stats(self) -> dict:
-        whole = sum(nb2 * self.n_expert for (_, _), (_, nb2) in self.expert_src.items())
+        whole = sum(nb * self.n_expert for parts in self.expert_src.values() for _, nb in parts)
         read = self.reader.bytes_read - self._load_bytes
         st = self.cache.stats
         return {

@@ -28,12 +28,18 @@ _NEUTRAL_ZERO = re.compile(r"(\.bias|_b)$|bias$")
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
-    offset: int   # absolute file offset of the data
-    size: int     # bytes in the file
+    offset: int   # absolute file offset of the data (of the first part when composed)
+    size: int     # bytes
+    # composed expert tensors: per part (file offset of the source tensor, bytes of one expert)
+    parts: tuple[tuple[int, int], ...] = ()
 
 
 # Tensors llama.cpp creates as duplicates of another when the file lacks them (tied embeddings).
 TIED = {"output.weight": "token_embd.weight"}
+# `init_from_user` also creates the optional fused [n_embd, 2*n_ff, n_expert] gate_up expert tensor,
+# and then never the separate ones: it is composed from the file's gate and up experts (expert e =
+# gate_e rows then up_e rows, the layout llama.cpp's fused path views), bytes only, no arithmetic.
+_GATE_EXPS = re.compile(r"^blk\.(\d+)\.ffn_gate_exps\.weight$")
 
 
 class GGUFIndex:
@@ -64,10 +70,17 @@ class GGUFIndex:
 
     def _add_tied(self) -> None:
         missing = [(dst, src) for dst, src in TIED.items() if dst not in self.tensors and src in self.tensors]
-        if not missing:
+        fused = []
+        for name in list(self.tensors):
+            m = _GATE_EXPS.match(name)
+            if m:
+                gate_up, up = f"blk.{m.group(1)}.ffn_gate_up_exps.weight", f"blk.{m.group(1)}.ffn_up_exps.weight"
+                if gate_up not in self.tensors and up in self.tensors:
+                    fused.append((gate_up, name, up))
+        if not missing and not fused:
             return
         p = ffi.new("struct ggml_init_params *")
-        p.mem_size = lib.ggml_tensor_overhead() * (len(missing) + 1)
+        p.mem_size = lib.ggml_tensor_overhead() * (len(missing) + len(fused) + 1)
         p.no_alloc = True
         self._extra_ctx = lib.ggml_init(p[0])
         for dst, src in missing:
@@ -76,6 +89,19 @@ class GGUFIndex:
             lib.ggml_set_name(t, dst.encode())
             lib.gguf_add_tensor(self.ctx, t)
             self.tensors[dst] = TensorInfo(dst, self.tensors[src].offset, self.tensors[src].size)
+        for dst, gate, up in fused:
+            g = lib.ggml_get_tensor(self._ggml_ctx, gate.encode())
+            u = lib.ggml_get_tensor(self._ggml_ctx, up.encode())
+            if g.type != u.type or list(g.ne) != list(u.ne):
+                raise StreamError(f"{self.path}: {gate} and {up} differ in type or shape")
+            ne = ffi.new("int64_t[3]", [g.ne[0], 2 * g.ne[1], g.ne[2]])
+            t = lib.ggml_new_tensor(self._extra_ctx, g.type, 3, ne)
+            lib.ggml_set_name(t, dst.encode())
+            lib.gguf_add_tensor(self.ctx, t)
+            gi, ui = self.tensors[gate], self.tensors[up]
+            n_exp = int(g.ne[2])
+            self.tensors[dst] = TensorInfo(dst, gi.offset, gi.size + ui.size,
+                                           ((gi.offset, gi.size // n_exp), (ui.offset, ui.size // n_exp)))
 
     def close(self) -> None:
         if self.ctx is not None and self.ctx != ffi.NULL:
@@ -166,6 +192,9 @@ class OwnedLoad:
         if self.is_streamed(name):
             self.streamed[name] = t
             return
+        if info.parts:
+            self._load_composed(t, info)
+            return
         start, length = aligned_span(info.offset, info.size)
         stage = self._staging_for(length)
         for fut in self.reader.submit(stage.view[:length], start):
@@ -173,6 +202,22 @@ class OwnedLoad:
         lib.ggml_backend_tensor_set(t, stage.ptr + (info.offset - start), 0, nbytes)
         self.bytes_loaded += nbytes
         self._progress.update(nbytes)
+
+    def _load_composed(self, t, info: TensorInfo) -> None:
+        """Fill a composed expert tensor expert by expert from its parts' file bytes."""
+        n_exp = int(t.ne[2])
+        per = sum(nb for _, nb in info.parts)
+        for e in range(n_exp):
+            pos = 0
+            for off, nb in info.parts:
+                start, length = aligned_span(off + e * nb, nb)
+                stage = self._staging_for(length)
+                for fut in self.reader.submit(stage.view[:length], start):
+                    fut.result()
+                lib.ggml_backend_tensor_set(t, stage.ptr + (off + e * nb - start), e * per + pos, nb)
+                pos += nb
+        self.bytes_loaded += info.size
+        self._progress.update(info.size)
 
     def _fill_neutral(self, t, name: str, nbytes: int) -> None:
         if t.type != lib.GGML_TYPE_F32:
