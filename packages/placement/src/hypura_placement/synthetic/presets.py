@@ -101,6 +101,18 @@ PRESETS: dict[str, ArchShape] = {s.preset: s for s in (
 )}
 
 
+# Small versions of every preset (a few MB, load and generate in llama.cpp in well under a second):
+# ``write_synthetic(path, name, **TINY[name])``.
+TINY: dict[str, dict] = {
+    "llama3-70b": dict(layers=2, scale=32, vocab=512),
+    "qwen2.5-14b": dict(layers=2, scale=20, vocab=512),
+    "mixtral-8x7b": dict(layers=2, scale=32, vocab=512),
+    "qwen3-30b-a3b": dict(layers=2, scale=8, experts=16, vocab=512),
+    "deepseek-v3": dict(layers=3, scale=16, experts=16, dense_lead=1, vocab=512),
+    "kimi-k2": dict(layers=2, scale=16, experts=16, vocab=512),
+}
+
+
 def get_preset(name: str) -> ArchShape:
     try:
         return PRESETS[name]

@@ -1,0 +1,115 @@
+"""validate_gguf: good files pass fast; missing, foreign, truncated, header-only and hostile files fail clearly."""
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+import tracemalloc
+
+import pytest
+
+from hypura_placement import GGUFError, read_header, validate_gguf
+
+
+def _header(n_tensors: int, n_kv: int, body: bytes = b"", version: int = 3) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", version, n_tensors, n_kv) + body
+
+
+def _string(s: str | bytes, length: int | None = None) -> bytes:
+    raw = s.encode() if isinstance(s, str) else s
+    return struct.pack("<Q", len(raw) if length is None else length) + raw
+
+
+def _tensor(name: str, shape: tuple[int, ...], gtype: int, offset: int) -> bytes:
+    return _string(name) + struct.pack("<I", len(shape)) + b"".join(struct.pack("<Q", d) for d in shape) + \
+        struct.pack("<IQ", gtype, offset)
+
+
+def test_real_model_validates_fast(gemma):
+    t0 = time.perf_counter()
+    h = validate_gguf(gemma)
+    assert time.perf_counter() - t0 < 1.0
+    assert h.kv["general.architecture"] == "gemma3" and len(h.tensors) == 236
+    assert h.data_end == h.file_size and not h.header_only
+    assert h.array_lengths["tokenizer.ggml.tokens"] == 262144
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(GGUFError, match=r"nope\.gguf: no such file"):
+        validate_gguf(tmp_path / "nope.gguf")
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04" + b"\0" * 100, b"hello, I am a text file" * 10])
+def test_not_gguf(tmp_path, content):
+    p = tmp_path / "x.gguf"
+    p.write_bytes(content)
+    with pytest.raises(GGUFError, match="not a GGUF file"):
+        validate_gguf(p)
+    assert isinstance(GGUFError("x"), ValueError)
+
+
+def test_truncated_data_and_header(tmp_path, synthetic):
+    good = synthetic("llama3-70b")
+    h = validate_gguf(good)
+    cut = tmp_path / "cut.gguf"
+    shutil.copy(good, cut)
+    with open(cut, "r+b") as f:
+        f.truncate(h.file_size - 1000)
+    with pytest.raises(GGUFError, match=r"cut\.gguf: truncated: tensor 'output.weight' ends at byte"):
+        validate_gguf(cut)
+    with open(cut, "r+b") as f:
+        f.truncate(h.data_offset // 2)               # inside the key/values (the vocabulary)
+    with pytest.raises(GGUFError, match="truncated: header cut off"):
+        validate_gguf(cut)
+
+
+def test_header_only_is_not_truncated(tmp_path):
+    from hypura_placement.synthetic import write_synthetic
+
+    p = write_synthetic(tmp_path / "h.gguf", "mixtral-8x7b", layers=2, scale=32, vocab=512, header_only=True)
+    with pytest.raises(GGUFError, match="header-only file"):
+        validate_gguf(p)
+    h = validate_gguf(p, allow_header_only=True)
+    assert h.header_only and h.data_end > h.file_size
+    with open(p, "r+b") as f:                       # a header-only file cut inside its header is truncated
+        f.truncate(h.data_offset - 100)
+    with pytest.raises(GGUFError, match="truncated"):
+        validate_gguf(p, allow_header_only=True)
+
+
+@pytest.mark.parametrize("body,match", [
+    (_header(1 << 40, 0), "tensor count .* is absurd"),
+    (_header(0, 1 << 40), "key/value count .* is absurd"),
+    (_header(0, 1, _string("k", 1 << 60)), "string length .* is absurd"),
+    (_header(0, 1, _string("k") + struct.pack("<IIQ", 9, 4, 1 << 60)), "array length .* is absurd"),
+    (_header(0, 1, _string("k") + struct.pack("<IIQ", 9, 4, 1 << 20)), "truncated"),
+    (_header(0, 1, _string("k") + struct.pack("<I", 77)), "unknown value type 77"),
+    (_header(1, 0, _tensor("t", (32,) * 5, 0, 0)), "5 dimensions"),
+    (_header(1, 0, _tensor("t", (32, 0), 0, 0)), "dimension 0"),
+    (_header(1, 0, _tensor("t", (1 << 40, 1 << 40), 0, 0)), "elements"),
+    (_header(1, 0, _tensor("t", (32,), 999, 0)), "unknown ggml type 999"),
+    (_header(1, 0, _tensor("t", (33,), 2, 0)), "not a multiple of the block size"),
+    (_header(1, 0, _tensor("t", (32,), 0, 7)), "not aligned"),
+    (_header(2, 0, _tensor("t", (32,), 0, 0) + _tensor("t", (32,), 0, 128)), "duplicate tensor"),
+    (_header(2, 0, _tensor("a", (64,), 0, 0) + _tensor("b", (64,), 0, 128)), "overlap"),
+    (_header(0, 0, version=7), "unsupported GGUF version 7"),
+])
+def test_hostile_headers(tmp_path, body, match):
+    p = tmp_path / "evil.gguf"
+    p.write_bytes(body + b"\0" * 4096)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    with pytest.raises(GGUFError, match=match) as err:
+        validate_gguf(p)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert str(p) in str(err.value)
+    assert time.perf_counter() - t0 < 1.0 and peak < 16 << 20
+
+
+def test_data_past_end_of_file(tmp_path):
+    p = tmp_path / "short.gguf"
+    p.write_bytes(_header(1, 0, _tensor("t", (1024,), 0, 0)).ljust(64, b"\0") + b"\0" * 100)
+    with pytest.raises(GGUFError, match="truncated: tensor 't' ends at byte"):
+        validate_gguf(p)
+    assert read_header(p).tensors[0].nbytes == 4096

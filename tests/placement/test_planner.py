@@ -1,0 +1,142 @@
+"""The planner: the issue's "Done when" cases, invariants (every tensor once, budgets, monotonicity,
+determinism), the minimum-budget error, CPU-only plans and the per-token byte model."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from hypura_placement import Plan, PlanError, TIERS, inspect_model, load_hardware, plan_placement
+
+MiB = 1 << 20
+MAC = load_hardware("mac-m1max-32g")
+
+
+@pytest.mark.parametrize("preset,mode", [("qwen2.5-14b", "full-resident"), ("mixtral-8x7b", "expert-streaming"),
+                                         ("llama3-70b", "dense-ffn-streaming")])
+def test_done_when_modes_on_m1max(header_only_models, preset, mode):
+    m = inspect_model(header_only_models[preset])
+    plan = plan_placement(m, MAC)
+    assert plan.mode == mode
+    assert plan.compute_tier == "gpu" and plan.predicted_tps > 0
+    if mode == "full-resident":
+        assert plan.nvme_bytes_per_token == 0 and plan.tiers["nvme"] == 0 and plan.n_slots == 0
+    else:
+        assert plan.tiers["nvme"] > 0 and plan.nvme_bytes_per_token > 0 and plan.bottleneck == "disk"
+
+
+def test_done_when_kimi_k2_on_m1max(header_only_models):
+    m = inspect_model(header_only_models["kimi-k2"])
+    plan = plan_placement(m, MAC)
+    assert plan.mode == "expert-streaming"
+    assert plan.tiers["nvme"] > 500e9 and plan.used("gpu") <= plan.gpu_budget
+    ebytes = plan.expert_cache["expert_bytes"]
+    streamed = plan.streamed_layers["nvme"]
+    # uniform routing: 8 of 384 experts per streamed layer, minus what the caches hit
+    h_gpu, h_ram = plan.expert_cache["hit_rate"]["gpu"], plan.expert_cache["hit_rate"]["ram"]
+    expect = len(streamed) * 8 * ebytes * (1 - h_gpu) * (1 - h_ram)
+    assert plan.nvme_bytes_per_token == pytest.approx(expect, rel=1e-6)
+    assert plan.predicted_tps == pytest.approx(MAC.disk_seq_read_bps / plan.nvme_bytes_per_token, rel=1e-6)
+
+
+def _check_invariants(plan: Plan, m, gpu_budget: int, ram_budget: int) -> None:
+    assert list(plan.tensors) == [t.name for t in m.tensors]          # every tensor exactly once
+    assert set(plan.tensors.values()) <= set(TIERS)
+    assert sum(plan.tiers.values()) == sum(t.nbytes for t in m.tensors)
+    assert plan.used("gpu") <= gpu_budget and plan.used("ram") <= ram_budget
+
+
+@pytest.mark.parametrize("preset,hw", [("llama3-70b", "rtx4090-64g"), ("mixtral-8x7b", "rtx4090-64g"),
+                                       ("mixtral-8x7b", "cpu-2c-24g"), ("llama3-70b", "cpu-2c-24g"),
+                                       ("kimi-k2", "rtx4090-64g"), ("kimi-k2", "cpu-2c-24g")])
+def test_invariants_and_monotonic_in_budget(header_only_models, preset, hw):
+    m, spec = inspect_model(header_only_models[preset]), load_hardware(hw)
+    ram = 24 << 30
+    prev = None
+    for gib in range(2, 48, 2):
+        gpu = (gib << 30) if spec.gpu else 0
+        ram_b = ram if spec.gpu else gib << 30
+        try:
+            plan = plan_placement(m, spec, gpu_budget=gpu, ram_budget=ram_b)
+        except PlanError:
+            assert prev is None, "a larger budget must not fail where a smaller one planned"
+            continue
+        _check_invariants(plan, m, gpu, ram_b)
+        if prev is not None:
+            assert plan.predicted_tps >= prev.predicted_tps
+            assert plan.nvme_bytes_per_token <= prev.nvme_bytes_per_token
+        prev = plan
+    assert prev is not None and prev.predicted_tps > 0
+
+
+def test_monotonic_in_ram_with_gpu(header_only_models):
+    m = inspect_model(header_only_models["llama3-70b"])
+    spec = load_hardware("rtx4090-64g")
+    tps = [plan_placement(m, spec, gpu_budget=20 << 30, ram_budget=g << 30).predicted_tps for g in range(1, 40, 3)]
+    assert tps == sorted(tps) and tps[-1] > tps[0]
+
+
+def test_deterministic_and_json_round_trip(header_only_models):
+    m = inspect_model(header_only_models["mixtral-8x7b"])
+    a = plan_placement(m, MAC, ctx=8192)
+    b = plan_placement(inspect_model(header_only_models["mixtral-8x7b"]), MAC, ctx=8192)
+    assert a.to_json() == b.to_json()
+    c = Plan.from_json(a.to_json())
+    assert c == a and c.to_json() == a.to_json()
+
+
+def test_budget_too_small_names_the_minimum(synthetic):
+    m = inspect_model(synthetic("qwen2.5-14b", layers=4, scale=20, vocab=512))
+    cpu = load_hardware("cpu-2c-24g")
+    with pytest.raises(PlanError, match="too small") as err:
+        plan_placement(m, cpu, ram_budget=1 << 20, ctx=256)
+    minimum = int(re.search(r"at least (\d+) bytes", str(err.value)).group(1))
+    assert "always-resident part needs" in str(err.value)
+    plan = plan_placement(m, cpu, ram_budget=minimum, ctx=256)        # the minimum is exactly enough
+    assert plan.mode == "dense-ffn-streaming" and plan.n_slots == 1 and plan.used("ram") <= minimum
+    with pytest.raises(PlanError):
+        plan_placement(m, cpu, ram_budget=minimum - 1, ctx=256)
+
+
+def test_cpu_only_and_zero_gpu_budget(header_only_models):
+    m = inspect_model(header_only_models["mixtral-8x7b"])
+    for plan in (plan_placement(m, load_hardware("cpu-2c-24g"), ram_budget=16 << 30),
+                 plan_placement(m, load_hardware("rtx4090-64g"), gpu_budget=0, ram_budget=16 << 30)):
+        assert plan.compute_tier == "ram" and plan.tiers["gpu"] == 0 and plan.used("gpu") == 0
+        assert set(plan.tensors.values()) == {"ram", "nvme"} and "upload" not in plan.seconds_per_token
+        assert plan.mode == "expert-streaming" and plan.used("ram") <= 16 << 30
+
+
+def test_dense_bytes_per_token_counts_whole_streamed_layers(header_only_models):
+    m = inspect_model(header_only_models["llama3-70b"])
+    plan = plan_placement(m, load_hardware("rtx4090-64g"), gpu_budget=20 << 30, ram_budget=16 << 30)
+    ffn = m.layer_bytes("dense_ffn")
+    assert plan.nvme_bytes_per_token == sum(ffn[i] for i in plan.streamed_layers["nvme"])
+    assert plan.ram_bytes_per_token == sum(ffn[i] for i in plan.streamed_layers["ram"])
+    assert plan.resident_ffn_layers == list(range(len(plan.resident_ffn_layers)))  # the first K layers
+    for name, tier in plan.tensors.items():
+        if ".attn_" in name or "norm" in name:
+            assert tier == "gpu"
+
+
+def test_measured_overhead_is_used(header_only_models):
+    m = inspect_model(header_only_models["llama3-70b"])
+    spec = load_hardware("rtx4090-64g")
+    small = plan_placement(m, spec, gpu_budget=20 << 30, ram_budget=8 << 30, resident_overhead=256 * MiB)
+    big = plan_placement(m, spec, gpu_budget=20 << 30, ram_budget=8 << 30, resident_overhead=6 << 30)
+    assert small.resident_overhead == 256 * MiB and "dry run" in small.overhead_source
+    assert len(big.resident_ffn_layers) < len(small.resident_ffn_layers)
+    assert big.predicted_tps < small.predicted_tps
+
+
+def test_unknown_architecture_is_planned(tmp_path, caplog):
+    import dataclasses
+
+    from hypura_placement.synthetic import get_preset, write_synthetic
+
+    shape = dataclasses.replace(get_preset("llama3-70b"), arch="mystery", preset="mystery")
+    p = write_synthetic(tmp_path / "m.gguf", shape, layers=4, scale=16, vocab=512)
+    m = inspect_model(p)
+    assert "not in the role table" in caplog.text
+    plan = plan_placement(m, load_hardware("cpu-2c-24g"), ram_budget=m.file_size // 2, resident_overhead=0)
+    assert plan.mode == "dense-ffn-streaming" and plan.streamed_layers["nvme"]
