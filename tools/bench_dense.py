@@ -54,7 +54,11 @@ def main() -> int:
     }
     chosen = [c for c in args.configs.split(",") if c]
     runs: dict[str, list[dict]] = {c: [] for c in chosen}
+    disk = []
     for r in range(args.rounds):
+        drop_caches()
+        before = disk_bandwidth(args.model)
+        round_runs = {}
         for name in chosen:
             drop_caches()
             cap = MemoryCap(cap_bytes)
@@ -64,20 +68,31 @@ def main() -> int:
             finally:
                 cap.close()
             runs[name].append(res)
+            round_runs[name] = res
             tps = f"{res['tps']:.4f} tok/s" if res["ok"] else res["error"][:120]
             print(f"round {r} {name:7s} {tps}  (wall {res['wall_s']:.1f} s, peak {res['cgroup_peak_bytes']})",
                   flush=True)
+        drop_caches()
+        after = disk_bandwidth(args.model)
+        disk.append({"before": before, "after": after, "mean": (before + after) / 2})
+        hy_r = round_runs.get("hypura")
+        if hy_r and hy_r["ok"]:
+            limit_r = disk[-1]["mean"] / hy_r["disk_bytes_per_token"]
+            hy_r["physical_limit_tps"] = limit_r
+            hy_r["over_limit"] = hy_r["tps"] / limit_r
+        print(f"round {r} disk    {before / 1e9:.3f} / {after / 1e9:.3f} GB/s before/after (O_DIRECT, 16 x 16 MiB)"
+              + (f"; hypura / physical limit = {hy_r['over_limit']:.3f}" if hy_r and hy_r["ok"] else ""), flush=True)
     summary = {name: median([x["tps"] for x in rs]) for name, rs in runs.items()}
     hy = [x for x in runs.get("hypura", []) if x["ok"]]
     per_token = median([x.get("disk_bytes_per_token") for x in hy])
-    limit = bw / per_token if per_token else None
+    limit = median([x.get("physical_limit_tps") for x in hy])
     result = {
         "benchmark": "dense-ffn-streaming", "model": str(args.model), "model_bytes": size, "cap_bytes": cap_bytes,
-        "ram_budget": budget, "n": args.n, "threads": args.threads, "disk_bps": bw,
+        "ram_budget": budget, "n": args.n, "threads": args.threads, "disk_bps": bw, "disk_bps_rounds": disk,
         "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs, "median_tps": summary,
         "hypura_disk_bytes_per_token": per_token, "physical_limit_tps": limit,
-        "hypura_over_limit": (summary.get("hypura") or 0) / limit if limit else None,
+        "hypura_over_limit": median([x.get("over_limit") for x in hy]),
         "hypura_over_llama": {k: (summary["hypura"] / v if v and summary.get("hypura") else None)
                               for k, v in summary.items() if k != "hypura"},
     }

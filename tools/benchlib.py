@@ -100,7 +100,7 @@ def run_hypura(model: Path, cap: MemoryCap | None, n: int, threads: int, extra: 
     return {"ok": True, "tps": out["eval_tps"], "wall_s": wall, **out}
 
 
-def disk_bandwidth(path: Path, nbytes: int = 2 << 30, block: int = 8 << 20, threads: int = 8) -> float:
+def disk_bandwidth(path: Path, nbytes: int = 6 << 30, block: int = 16 << 20, threads: int = 16) -> float:
     """Sequential O_DIRECT read bandwidth of the file itself (bytes/s): the physical limit's numerator."""
     from hypura_streaming import DirectReader
     from hypura_streaming.loader import AlignedBuffer

@@ -31,7 +31,7 @@ DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.(weight|bias|s
 class DenseStreamer:
     """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
 
-    def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 8,
+    def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 16,
                  direct_io: bool = True, trigger: str = "ffn_norm-", device=None,
                  ram_layers: Iterable[int] = ()) -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
@@ -193,6 +193,8 @@ class DenseStreamer:
         else:
             self.prefetch_hits += 1
         self._pending.discard(k)
+        self._busy = s
+        self._prefetch(k)  # before waiting: the disk queue never drains while this layer's reads finish
         t0 = time.perf_counter()
         try:
             for f in self._futures[s]:
@@ -205,8 +207,6 @@ class DenseStreamer:
             self._owner[s] = -1
             raise
         self.stall_s += time.perf_counter() - t0
-        self._busy = s
-        self._prefetch(k)
         self._upload_ready()
 
     def _prefetch(self, k: int) -> None:

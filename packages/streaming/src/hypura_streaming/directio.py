@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 log = logging.getLogger(__name__)
 
 ALIGN = 4096
-CHUNK = 8 << 20
+CHUNK = 16 << 20  # 16 MiB reads, 16 in flight: what this kind of NVMe needs to reach its limit
 
 
 class StreamError(OSError):
@@ -65,7 +65,7 @@ class BusyClock:
 class DirectReader:
     """A read-only handle on a model file with a pool of reader threads."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 8, direct: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int = 16, direct: bool = True) -> None:
         self.path = os.fspath(path)
         self.direct = False
         fd = -1
