@@ -97,9 +97,6 @@ def open_streamer(path: str | Path, plan, info, mode: str):
     if mode == "expert-stream":
         if not info.is_moe:
             raise ValueError(f"{path}: not a mixture-of-experts model: use --mode dense-stream (or auto)")
-        if device is not None:
-            raise ValueError("expert streaming on a GPU is not implemented yet: use --gpu-budget 0 (CPU) "
-                             "or --mode resident")
         moe_layers = sorted({t.layer for t in info.tensors if t.role == "routed_expert" and t.layer is not None
                              and plan.tensors.get(t.name) != plan.compute_tier})
         if not moe_layers:
@@ -108,5 +105,5 @@ def open_streamer(path: str | Path, plan, info, mode: str):
         ebytes = plan.expert_cache.get("expert_bytes") or 1
         cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
         slots = cached + (plan.n_slots * plan.slot_bytes) // ebytes
-        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used))
+        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device)
     raise ValueError(f"unknown streaming mode {mode!r}")

@@ -17,11 +17,12 @@ import queue
 import re
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import as_completed
 from typing import Iterable
 
 import numpy as np
 
-from hypura_llama import NOTE, SPLIT, EvalFilter, LlamaModel, ModelParams, ffi, lib
+from hypura_llama import NOTE, SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, ffi, lib
 
 from .cache import ExpertCache
 from .directio import DirectReader, StreamError, align_up, aligned_span
@@ -31,11 +32,29 @@ log = logging.getLogger(__name__)
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 
 
+class _PinnedStage:
+    """A page-aligned window of a pinned host buffer (O_DIRECT destination, DMA source)."""
+
+    def __init__(self, buffer, size: int) -> None:
+        self.buffer = buffer
+        start = -buffer.base % 4096
+        self.view = buffer.host_view(start, size)
+        self.ptr = ffi.cast("char *", buffer.base + start)
+
+    def close(self) -> None:
+        self.view.release()
+        self.buffer.close()
+
+
 class ExpertStreamer:
     """Streams the routed experts of `layers` through a cache of `n_slots` experts."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int, io_threads: int = 8,
-                 direct_io: bool = True) -> None:
+                 direct_io: bool = True, device=None) -> None:
+        """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM)."""
+        self.device = device
+        self._vram = None
+        self._kind_tensor: dict[str, object] = {}
         self.path = str(path)
         self.layers = sorted(set(int(x) for x in layers))
         if not self.layers:
@@ -69,8 +88,15 @@ class ExpertStreamer:
         return bool(m) and int(m.group(1)) in self._pos
 
     # -- loading --------------------------------------------------------------------------
+    def model_params(self) -> ModelParams:
+        overrides = ()
+        if self.device is not None:  # streamed experts: host allocations never touched, no VRAM
+            layers = "|".join(str(x) for x in self.layers)
+            overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)_exps\.weight$", BufferType.cpu()),)
+        return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides)
+
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
-        params = params or ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)
+        params = params or self.model_params()
         owned = OwnedLoad(self.path, self.reader, self._is_streamed)
         try:
             model = owned.load(params)
@@ -125,18 +151,29 @@ class ExpertStreamer:
         for kind in sorted(self.kinds):
             self.kinds[kind]["offset"] = pos
             pos += align_up(self.n_slots * self.kinds[kind]["stride"])
-        self.region = AlignedBuffer(pos)
-        self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.region.ptr, self.region.size)
+        if self.device is None:
+            self.region = AlignedBuffer(pos)
+            self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.region.ptr, self.region.size)
+            base = self.region.ptr
+        else:  # + 512 B: quantized batched matmuls read up to 512 bytes past an expert
+            self._vram = self.device.buffer_type.allocate(pos + 512)
+            self._vram.clear(0)
+            self.buffer = self._vram.handle
+            base = ffi.cast("char *", self._vram.base)
         for layer, kinds in per_layer.items():
             for kind, (name, t) in kinds.items():
                 t.buffer = self.buffer
-                t.data = self.region.ptr + self.kinds[kind]["offset"]
+                t.data = base + self.kinds[kind]["offset"]
                 t.ne[2] = self.n_slots
                 t.nb[3] = self.n_slots * t.nb[2]
+                self._kind_tensor[kind] = t
         largest = max(nb for parts in self.expert_src.values() for _, nb in parts)
         largest = aligned_span(0, largest)[1] + 4096
         for _ in range(self.reader.pool._max_workers):
-            buf = AlignedBuffer(largest)
+            if self.device is None:
+                buf = AlignedBuffer(largest)
+            else:
+                buf = _PinnedStage(self.device.host_buffer_type.allocate(largest + 4096), largest)
             self._staging_bufs.append(buf)
             self._staging.put(buf)
 
@@ -146,20 +183,31 @@ class ExpertStreamer:
         return max(1, self.n_slots // max(1, self.n_used))
 
     # -- reading one expert ---------------------------------------------------------------
-    def _read_expert(self, layer: int, kind: str, expert: int, slot: int) -> None:
+    def _read_expert(self, layer: int, kind: str, expert: int, slot: int):
+        """Read one expert of one kind into its cache slot (host), or into pinned staging and
+        return the pending uploads (device: the decode thread uploads, then frees the staging)."""
         stride = self.kinds[kind]["stride"]
         pos = 0
+        uploads = []
         stage = self._staging.get()
         try:
             for offset, nb in self.expert_src[(layer, kind)]:
                 start, length = aligned_span(offset + expert * nb, nb)
                 self.reader.read_into(stage.view[:length], start)
-                dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
                 src = stage.ptr + (offset + expert * nb - start)
-                ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb)
+                if self.device is None:
+                    dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
+                    ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb)
+                else:
+                    uploads.append((src, slot * stride + pos, nb))
                 pos += nb
-        finally:
+        except BaseException:
             self._staging.put(stage)
+            raise
+        if self.device is None:
+            self._staging.put(stage)
+            return None
+        return kind, stage, uploads
 
     # -- the eval callback ----------------------------------------------------------------
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
@@ -190,9 +238,23 @@ class ExpertStreamer:
                 for e, s in to_read for kind in self.kinds]
         t0 = time.perf_counter()
         try:
-            for f in futs:
-                f.result()
+            for f in as_completed(futs):
+                pending = f.result()
+                if pending is not None:  # device: upload from pinned staging, then free it
+                    kind, stage, uploads = pending
+                    try:
+                        for src, dst_off, nb in uploads:
+                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
+                    finally:
+                        self._staging.put(stage)
         except BaseException:
+            for f in futs:  # let every read finish (and free its staging) before forgetting the slots
+                try:
+                    pending = f.result()
+                    if pending is not None:
+                        self._staging.put(pending[1])
+                except BaseException:  # noqa: BLE001 - the first error is the one raised
+                    pass
             self.cache.invalidate([s for _, s in to_read])
             raise
         self.stall_s += time.perf_counter() - t0
@@ -230,6 +292,9 @@ class ExpertStreamer:
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
             "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
+            "device": self.device.name if self.device is not None else "CPU",
+            "streamed_ops_on_gpu": self.device is not None and self.buffer is not None
+            and not lib.ggml_backend_buffer_is_host(self.buffer),
             "routing": self.routing_summary(),
         }
 
@@ -238,7 +303,10 @@ class ExpertStreamer:
         for buf in self._staging_bufs:
             buf.close()
         self._staging_bufs.clear()
-        if self.buffer is not None:
+        if self._vram is not None:
+            self._vram.close()
+            self._vram = None
+        elif self.buffer is not None:
             lib.ggml_backend_buffer_free(self.buffer)
-            self.buffer = None
             self.region.close()
+        self.buffer = None

@@ -1,0 +1,108 @@
+"""On a CUDA GPU (the lent H100): both streaming modes keep their slots in VRAM, the streamed
+matmuls run on the GPU (scheduler assignments), and greedy tokens equal the fully resident GPU run."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import numpy as np
+import pytest
+
+import hypura_llama as h
+from hypura_placement.synthetic import TINY, write_synthetic
+from hypura_streaming import DenseStreamer, ExpertStreamer
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    devs = h.gpu_devices()
+    if not devs:
+        pytest.skip("no GPU device in this build")
+    return devs[0]
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def _greedy(model, filt=None, n=12, ubatch=512, capture=None):
+    logger = logging.getLogger("llama.cpp")
+    if capture is not None:
+        os.environ["GGML_SCHED_DEBUG"] = "2"
+        logger.addHandler(capture)
+        logger.setLevel(logging.DEBUG)
+    try:
+        with h.LlamaContext(model, h.ContextParams(n_ctx=256, n_batch=ubatch, n_ubatch=ubatch), filt) as ctx:
+            toks = model.tokenize("The quick brown fox jumps over the lazy dog")
+            ctx.decode(toks, 0)
+            out, logits = [], []
+            for i in range(n):
+                logits.append(ctx.logits().copy())
+                out.append(int(np.argmax(logits[-1])))
+                ctx.decode([out[-1]], len(toks) + i)
+            return out, np.stack(logits)
+    finally:
+        if capture is not None:
+            os.environ.pop("GGML_SCHED_DEBUG", None)
+            logger.removeHandler(capture)
+            logger.setLevel(logging.NOTSET)
+
+
+def _backends_of(lines, pattern):
+    """Backend names the scheduler assigned to nodes whose name matches `pattern`."""
+    out = set()
+    for line in lines:
+        m = re.search(r"node #\s*\d+ \(\s*([A-Z_]+)\):\s+(\S+) \(\s*[\d.]+\s*\w*\) \[\s*(\w+)", line)
+        if m and re.fullmatch(pattern, m.group(2)) and m.group(1) in ("MUL_MAT", "MUL_MAT_ID"):
+            out.add(m.group(3))
+    return out
+
+
+def _resident(path, ubatch=512):
+    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1, use_extra_bufts=False)) as m:
+        return _greedy(m, ubatch=ubatch)
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
+def test_dense_streaming_on_the_gpu(tmp_path, gpu, qtype):
+    path = write_synthetic(tmp_path / "dense.gguf", "llama3-70b", qtype=qtype, **{**TINY["llama3-70b"], "layers": 4})
+    st = DenseStreamer(path, [1, 2, 3], 2, device=gpu)
+    model = st.load_model()
+    lines = _Lines()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, capture=lines)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path)
+    assert toks == ref_toks
+    assert np.allclose(logits, ref_logits, atol=1e-3), np.abs(logits - ref_logits).max()
+    assert stats["streamed_ops_on_gpu"] and stats["bytes_uploaded"] > 0
+    assert _backends_of(lines.lines, r"ffn_(gate|up|out)-[123]") == {"CUDA0"}
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
+def test_expert_streaming_on_the_gpu(tmp_path, gpu, qtype):
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", qtype=qtype, **TINY["mixtral-8x7b"])
+    st = ExpertStreamer(path, range(TINY["mixtral-8x7b"]["layers"]), 4, device=gpu)
+    model = st.load_model()
+    lines = _Lines()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, ubatch=st.max_ubatch, capture=lines)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch)
+    assert toks == ref_toks
+    assert stats["streamed_ops_on_gpu"] and stats["experts_loaded"] > 0
+    assert _backends_of(lines.lines, r"ffn_moe_(gate|up|down)-\d+") == {"CUDA0"}
