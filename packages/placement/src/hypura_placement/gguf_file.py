@@ -24,6 +24,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 MAGIC = b"GGUF"
 HEADER_ONLY_KEY = "hypura.header_only"
+VOCAB_KEY = "tokenizer.ggml.tokens"
 MAX_TENSORS = 1 << 20           # llama.cpp models have ~1-10k tensors
 MAX_KV = 1 << 16
 MAX_STRING = 1 << 20            # keys, names and values; a chat template is ~10 KB
@@ -31,6 +32,8 @@ MAX_ARRAY = 1 << 26             # elements of one array (a vocabulary is ~10^5-1
 KEEP_ARRAY = 4096               # arrays up to this length keep their values (per-layer hparams)
 MAX_DIMS = 4                    # GGML_MAX_DIMS
 MAX_ELEMENTS = 1 << 50
+LLAMA_MAX_LAYERS = 512          # llama.cpp's limits (src/llama-hparams.h), asserted (= abort) at load
+LLAMA_MAX_EXPERTS = 1024
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
@@ -144,11 +147,25 @@ class _Cursor:
         if etype != _STRING:
             raise ValueError(f"key {key!r}: unknown array element type {etype}")
         self.need(8 * n, key)               # every string has at least its length
+        if key == VOCAB_KEY:
+            return self._vocab(n)
         if n > KEEP_ARRAY:
             for _ in range(n):
                 self.skip_string(key)
             return None, n
         return [self.string(key) for _ in range(n)], n
+
+    def _vocab(self, n: int) -> tuple[list[str] | None, int]:
+        """The token list, checked for duplicates (llama.cpp asserts, = aborts, on them)."""
+        seen: set[bytes] = set()
+        for i in range(n):
+            start = self.pos + 8
+            self.skip_string(VOCAB_KEY)
+            tok = bytes(self.buf[start:self.pos])
+            if tok in seen:
+                raise ValueError(f"{VOCAB_KEY}: token #{i} {tok[:40]!r} is a duplicate")
+            seen.add(tok)
+        return None, n
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
@@ -239,6 +256,51 @@ def _parse(p: Path, mm: Any, size: int) -> GGUFHeader:
     return header
 
 
+def _count(kv: dict[str, Any], key: str) -> int | None:
+    """An integer hyper-parameter, or the largest entry of a per-layer array of them."""
+    v = kv.get(key)
+    if isinstance(v, list):
+        v = max((x for x in v if isinstance(x, int) and not isinstance(x, bool)), default=None)
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def check_hparams(h: GGUFHeader) -> None:
+    """The hyper-parameter checks llama.cpp makes with ``GGML_ASSERT`` in ``load_hparams`` (an abort, not an
+    error, if they fail): layer and expert counts in range and consistent. Raises :class:`GGUFError`."""
+    arch = h.kv.get("general.architecture")
+    if not isinstance(arch, str):
+        return
+    kv = h.kv
+
+    def bad(msg: str) -> GGUFError:
+        return GGUFError(f"{h.path}: bad header: {msg}")
+    n_layer = _count(kv, f"{arch}.block_count")
+    if n_layer is not None and not 0 < n_layer <= LLAMA_MAX_LAYERS:
+        raise bad(f"{arch}.block_count {n_layer} is outside 1..{LLAMA_MAX_LAYERS}")
+    nextn = _count(kv, f"{arch}.nextn_predict_layers") or 0
+    if n_layer is not None and not 0 <= nextn <= n_layer:
+        raise bad(f"{arch}.nextn_predict_layers {nextn} exceeds the block count {n_layer}")
+    n_expert = _count(kv, f"{arch}.expert_count") or 0
+    used = _count(kv, f"{arch}.expert_used_count") or 0
+    groups = _count(kv, f"{arch}.expert_group_count") or 0
+    group_used = _count(kv, f"{arch}.expert_group_used_count") or 0
+    if not 0 <= n_expert <= LLAMA_MAX_EXPERTS:
+        raise bad(f"{arch}.expert_count {n_expert} is outside 0..{LLAMA_MAX_EXPERTS}")
+    if not 0 <= used <= n_expert or (n_expert > 0 and used == 0):
+        raise bad(f"{arch}.expert_used_count {used} does not fit expert_count {n_expert}")
+    if n_expert > 0:
+        if not 0 <= groups < n_expert or groups > 1 and (n_expert % groups or not 0 < group_used < groups):
+            raise bad(f"{arch}: expert groups {groups} (used {group_used}) do not divide {n_expert} experts")
+    elif groups:
+        raise bad(f"{arch}.expert_group_count {groups} without experts")
+    for key, v in kv.items():
+        if key.endswith("_epsilon") and isinstance(v, float) and not 0.0 <= v < float("inf"):
+            raise bad(f"{key} {v!r} is not a finite non-negative number")
+    rope = kv.get(f"{arch}.rope.scaling.type")
+    if isinstance(rope, str) and rope not in ("none", "linear", "yarn", "longrope"):
+        raise bad(f"{arch}.rope.scaling.type {rope!r} is unknown")
+
+
 def validate_gguf(path: str | os.PathLike, allow_header_only: bool = False) -> GGUFHeader:
     """Check that ``path`` is a complete, well-formed GGUF file and return its header.
 
@@ -249,6 +311,7 @@ def validate_gguf(path: str | os.PathLike, allow_header_only: bool = False) -> G
     Reads only the header: fast and bounded in memory for any file size.
     """
     h = read_header(path)
+    check_hparams(h)
     spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in h.tensors)
     for (_, end, name), (start, _, nxt) in zip(spans, spans[1:]):
         if start < end:
