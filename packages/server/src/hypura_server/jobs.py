@@ -17,6 +17,7 @@ from .disconnect import WATCHER
 from .errors import APIError, bad_request
 from .manager import Cancelled, Lease, ModelManager
 from .outputs import THINK_OPEN, OutputParser
+from .remote import WorkerCrashed, WorkerError
 
 PromptBuilder = Callable[[Runner], "Prompt"]
 
@@ -62,6 +63,9 @@ def acquire(manager: ModelManager, entry: ModelEntry, num_ctx: int | None, cance
     except Cancelled:
         unwatch()
         raise APIError(499, "client disconnected") from None
+    except (WorkerCrashed, WorkerError) as exc:
+        unwatch()
+        raise APIError(500, f"failed to load model '{entry.name}': {exc}") from None
     except ValueError as exc:
         unwatch()
         raise bad_request(str(exc)) from None
@@ -84,6 +88,13 @@ class Started:
             if len(prompt.tokens) >= self.runner.n_ctx:
                 raise bad_request(f"prompt of {len(prompt.tokens)} tokens does not fit the context of "
                                   f"{self.runner.n_ctx} tokens (raise num_ctx)")
+            self._gen = self.runner.generate(prompt.tokens, job.opts, cancel)
+            # the first piece (prompt evaluated, first token sampled) before the status line: a crash or
+            # an error there is still a proper HTTP status, not an in-band error in a 200 stream
+            self._first: list[str | GenerationResult] = [next(self._gen)]
+        except WorkerCrashed as exc:
+            self.close()
+            raise APIError(500, str(exc)) from None
         except ValueError as exc:
             self.close()
             raise bad_request(str(exc)) from None
@@ -98,10 +109,15 @@ class Started:
         self._events = self._run()
         return self._events
 
+    def _items(self) -> Iterator[str | GenerationResult]:
+        yield from self._first
+        self._first = []
+        yield from self._gen
+
     def _run(self) -> Iterator[Delta | Done]:
         try:
             result: GenerationResult | None = None
-            for item in self.runner.generate(self.prompt.tokens, self.job.opts, self.cancel):
+            for item in self._items():
                 if isinstance(item, str):
                     content, thinking = self.parser.feed(item)
                     if content or thinking:
@@ -124,6 +140,10 @@ class Started:
         if events is not None:
             self.cancel.set()
             events.close()
+        gen, self._gen = getattr(self, "_gen", None), None
+        if gen is not None:
+            self.cancel.set()
+            gen.close()          # a generation never iterated to its end: the worker is told to stop
         self.lease.release(self.job.keep_alive)
         self._unwatch()
 

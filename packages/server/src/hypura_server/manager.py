@@ -4,6 +4,9 @@ A request takes a `Lease` on a model: it waits its turn in that model's FIFO que
 its cancel event is set — the client went away), the model is loaded or reloaded (another context
 size) if needed, and on release the model stays loaded for the request's ``keep_alive`` (0 unloads
 at once, unless someone is waiting). A reaper thread unloads expired idle models.
+
+Each model runs in its own worker process (`remote.WorkerRunner`): a worker that died (llama.cpp
+aborted) is noticed at release or at the next lease, reaped, and replaced by a fresh one on demand.
 """
 from __future__ import annotations
 
@@ -13,9 +16,12 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from hypura_engine import LoadOptions, ModelEntry, Runner
+from hypura_engine import LoadOptions, ModelEntry
 
 from .durations import FOREVER
+from .remote import WorkerRunner
+
+Runner = WorkerRunner   # what a Slot holds: the engine's Runner interface, in a worker process
 
 
 class Cancelled(Exception):
@@ -93,8 +99,10 @@ class ModelManager:
     """Loads Runners on demand (at most `max_loaded` at once) and unloads them after keep-alive."""
 
     def __init__(self, load: LoadOptions, keep_alive: float = 300.0, max_loaded: int = 1,
-                 context_limit: Callable[[ModelEntry], int | None] | None = None) -> None:
+                 context_limit: Callable[[ModelEntry], int | None] | None = None,
+                 runner_factory: Callable[..., WorkerRunner] = WorkerRunner) -> None:
         self.load = load
+        self._open = runner_factory
         self.keep_alive = keep_alive
         self.max_loaded = max(1, max_loaded)
         self._context_limit = context_limit or (lambda entry: None)
@@ -126,12 +134,13 @@ class ModelManager:
             raise Cancelled()
         try:
             load_ns = 0
-            if slot.runner is not None and (slot.ctx != ctx or slot.entry.path != entry.path):
-                self._close(slot)
+            if slot.runner is not None and (slot.ctx != ctx or slot.entry.path != entry.path
+                                            or not slot.runner.alive):
+                self._close(slot)    # another context or file, or its worker died: start afresh
             if slot.runner is None:
                 self._make_room(slot, cancel)
                 slot.entry = entry
-                runner = Runner(entry.path, replace(self.load, ctx=ctx), name=entry.name)
+                runner = self._open(entry.path, replace(self.load, ctx=ctx), name=entry.name)
                 slot.runner, slot.ctx = runner, ctx
                 load_ns = runner.load_ns
             slot.runner.lock.acquire()
@@ -147,7 +156,7 @@ class ModelManager:
             slot.runner.lock.release()
         slot.last_used = time.time()
         slot.expires_at = slot.last_used + keep if keep != FOREVER else FOREVER
-        if keep <= 0 and slot.lock.waiting == 0:
+        if keep <= 0 and slot.lock.waiting == 0 or slot.runner is not None and not slot.runner.alive:
             self._close(slot)
         slot.lock.release()
         with self._wake:

@@ -225,7 +225,7 @@ def embed_texts(entry: ModelEntry, texts: list[str], truncate: bool, num_ctx: in
     lease, unwatch = acquire(st.manager, entry, num_ctx, threading.Event(), request.environ)
     try:
         runner = lease.runner
-        limit = min(runner.n_ctx, runner.ctx.n_batch) - 1
+        limit = min(runner.n_ctx, runner.n_batch) - 1
         vectors, count = [], 0
         for text in texts:
             n = len(runner.tokenize(text))

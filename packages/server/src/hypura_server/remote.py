@@ -1,0 +1,218 @@
+"""`WorkerRunner`: the server's handle on a model running in a worker process (see `worker`).
+
+It offers what the server uses of `hypura_engine.Runner` — ``tokenize``, ``generate`` (token by token),
+``embed``, ``stats``, ``template``, ``n_ctx`` — over the worker's socket. If the worker dies (llama.cpp
+aborted, the OOM killer, a signal), the call in flight raises `WorkerCrashed` naming the signal and
+llama.cpp's last words (its ``GGML_ASSERT`` line), `alive` turns false and the model manager starts a
+fresh worker for the next request; the server process and every other model are untouched.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Iterator
+
+from hypura_engine import ChatTemplate, GenerateOptions, GenerationResult, LoadOptions
+
+log = logging.getLogger("hypura.worker")
+POLL_S = 0.05
+CLOSE_WAIT_S = 5.0
+DRAIN_WAIT_S = 30.0
+
+
+class WorkerCrashed(RuntimeError):
+    """The model's worker process died while serving a request."""
+
+
+class WorkerError(RuntimeError):
+    """The worker reported an error (a failed load, a llama.cpp error)."""
+
+
+def _raise(kind: str, message: str) -> None:
+    raise {"value": ValueError, "os": OSError}.get(kind, WorkerError)(message)
+
+
+class WorkerRunner:
+    """A model loaded in its own process. Use it as `Runner`: one request at a time (hold `lock`)."""
+    _ids = itertools.count(1)
+
+    def __init__(self, path: str | Path, opts: LoadOptions | None = None, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.opts = opts or LoadOptions()
+        self.lock = threading.Lock()
+        self._dead: str | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=40)
+        parent, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "hypura_server.worker", str(child.fileno())],
+                                         pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True)
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        self._drain = threading.Thread(target=self._read_stderr, name=f"hypura-worker-log-{self.proc.pid}",
+                                       daemon=True)
+        self._drain.start()
+        try:
+            self.conn.send(("load", str(self.path), self.opts, self.name))
+            reply = self._recv("loading")
+            if reply[0] == "error":
+                _raise(*reply[1:])
+        except BaseException:
+            self.close()
+            raise
+        info = reply[1]
+        self.n_ctx: int = info["n_ctx"]
+        self.n_batch: int = info["n_batch"]
+        self.load_ns: int = info["load_ns"]
+        self.metadata: dict[str, Any] = info["metadata"]
+        self.mode: str = info["mode"]
+        self._stats: dict[str, Any] = info["stats"]
+        source, bos, eos = info["template"]
+        self.template = ChatTemplate(source, bos, eos)
+
+    # -- process plumbing -----------------------------------------------------------------
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self.proc.poll() is None
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self._stderr.append(line)
+                log.debug("[worker %d] %s", self.proc.pid, line)
+
+    def _crash(self, doing: str) -> WorkerCrashed:
+        try:
+            code = self.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._drain.join(1.0)
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        last = [ln for ln in self._stderr if "GGML_ASSERT" in ln or "error" in ln.lower() or "abort" in ln.lower()]
+        detail = f": {last[-1].strip()}" if last else ""
+        self._dead = f"model runner for '{self.name}' crashed while {doing} ({how}){detail}"
+        log.error("%s (pid %d)", self._dead, self.proc.pid)
+        return WorkerCrashed(self._dead)
+
+    def _recv(self, doing: str) -> tuple:
+        """The worker's next message; WorkerCrashed if it died."""
+        while True:
+            try:
+                if self.conn.poll(POLL_S):
+                    return self.conn.recv()
+            except (EOFError, OSError):
+                raise self._crash(doing) from None
+            if self.proc.poll() is not None:
+                raise self._crash(doing)
+
+    def _call(self, doing: str, *msg: Any) -> Any:
+        if self._dead:
+            raise WorkerCrashed(self._dead)
+        try:
+            self.conn.send(msg)
+        except OSError:
+            raise self._crash(doing) from None
+        reply = self._recv(doing)
+        if reply[0] == "error":
+            _raise(*reply[1:])
+        return reply[1]
+
+    # -- the Runner interface the server uses ----------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        return self._call("tokenizing", "tokenize", text, add_special)
+
+    def embed(self, text: str) -> list[float]:
+        return self._call("embedding", "embed", text)
+
+    def stats(self) -> dict[str, Any]:
+        """The statistics as of the last finished generation (never blocks on a running one)."""
+        return dict(self._stats)
+
+    def generate(self, prompt: list[int], opts: GenerateOptions | None = None,
+                 cancel: threading.Event | None = None) -> Iterator[str | GenerationResult]:
+        """Yield text pieces as the worker produces them, then one GenerationResult. Caller holds `lock`."""
+        if self._dead:
+            raise WorkerCrashed(self._dead)
+        rid = next(self._ids)
+        try:
+            self.conn.send(("generate", rid, list(prompt), opts or GenerateOptions()))
+        except OSError:
+            raise self._crash("generating") from None
+        finished, cancelled = False, False
+        try:
+            while True:
+                if cancel is not None and cancel.is_set() and not cancelled:
+                    self._send_cancel(rid)
+                    cancelled = True
+                msg = self._recv("generating")
+                if msg[0] == "piece":
+                    yield msg[1]
+                elif msg[0] == "done":
+                    finished = True
+                    self._stats = msg[2]
+                    yield msg[1]
+                    return
+                else:
+                    finished = True
+                    _raise(*msg[1:])
+        finally:
+            if not finished and self.alive:
+                self._abandon(rid)
+
+    def _send_cancel(self, rid: int) -> None:
+        try:
+            self.conn.send(("cancel", rid))
+        except OSError:
+            pass
+
+    def _abandon(self, rid: int) -> None:
+        """The caller stopped reading mid-generation: cancel it and read up to its end, so the next request
+        starts in step; a worker that does not finish in time is killed (the next request restarts it)."""
+        self._send_cancel(rid)
+        deadline = time.monotonic() + DRAIN_WAIT_S
+        try:
+            while time.monotonic() < deadline:
+                if self.conn.poll(POLL_S) and self.conn.recv()[0] in ("done", "error"):
+                    return
+                if self.proc.poll() is not None:
+                    break
+        except (EOFError, OSError):
+            pass
+        self._dead = f"model runner for '{self.name}' did not stop after a cancelled request"
+        self.proc.kill()
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force) and reap it; safe to call more than once."""
+        if self.proc.poll() is None:
+            try:
+                self.conn.send(("close",))
+            except OSError:
+                pass
+            try:
+                self.proc.wait(CLOSE_WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._dead = self._dead or "closed"
+        self.conn.close()
+        self._drain.join(1.0)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
