@@ -36,11 +36,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:   # llama.cpp's own log (its errors included) only with -vv: ours says what failed
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: not record.name.startswith("llama.cpp"))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
     except USER_ERRORS as exc:
+        print(f"hypura {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if not type(exc).__module__.startswith("hypura_llama"):   # LlamaError: llama.cpp refused the file
+            raise
         print(f"hypura {args.command}: {exc}", file=sys.stderr)
         return 2
 
