@@ -13,3 +13,14 @@ load = OwnedLoad(path, r, streamed)
 m = load.load(h.ModelParams(n_gpu_layers=ngl, load_mode="none", use_extra_bufts=False, overrides=ov))
 print(variant, "loaded", len(load.streamed), flush=True)
 m.close()
+if "dense" in variant:
+    from hypura_streaming import DenseStreamer
+    gpu = h.gpu_devices()[0]
+    for q in ("F16", "Q4_0"):
+        p2 = write_synthetic(f"/tmp/probe-d-{q}.gguf", "llama3-70b", qtype=q, **{**TINY["llama3-70b"], "layers": 4})
+        print("params", flush=True)
+        st = DenseStreamer(p2, [1, 2, 3], 2, device=gpu)
+        print("load", flush=True)
+        m2 = st.load_model()
+        print("loaded dense", q, st.stats()["streamed_ops_on_gpu"], flush=True)
+        m2.close(); st.close()
