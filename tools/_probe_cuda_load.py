@@ -4,6 +4,8 @@ import hypura_llama as h
 from hypura_placement.synthetic import TINY, write_synthetic
 from hypura_streaming import DirectReader, OwnedLoad
 variant = sys.argv[1]
+if "log" in variant:
+    import logging; logging.basicConfig(level=logging.DEBUG, stream=open("/tmp/probe.log", "w"))
 path = write_synthetic(f"/tmp/probe-{variant}.gguf", "llama3-70b", qtype="F16", **{**TINY["llama3-70b"], "layers": 4})
 streamed = (lambda n: ".ffn_" in n and n.startswith("blk.1.")) if "stream" in variant else (lambda n: False)
 ov = ((r"^blk\.1\.ffn_(gate|up|down)\.weight$", h.BufferType.cpu()),) if "ov" in variant else ()
