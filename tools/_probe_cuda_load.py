@@ -4,6 +4,8 @@ import hypura_llama as h
 from hypura_placement.synthetic import TINY, write_synthetic
 from hypura_streaming import DirectReader, OwnedLoad
 variant = sys.argv[1]
+if "devfirst" in variant:
+    print(h.gpu_devices(), flush=True)
 if "log" in variant:
     import logging; logging.basicConfig(level=logging.DEBUG, stream=open("/tmp/probe.log", "w"))
 path = write_synthetic(f"/tmp/probe-{variant}.gguf", "llama3-70b", qtype="F16", **{**TINY["llama3-70b"], "layers": 4})
