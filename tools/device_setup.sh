@@ -11,4 +11,8 @@ if [ ! -f build/llama.cpp/.hypura-built ]; then
   touch build/llama.cpp/.hypura-built
 fi
 python3 packages/llama-binding/build_native.py
+# The device's numpy (from a torch virtualenv) loads an older libstdc++ than the one llama.cpp was
+# built against; importing numpy before the binding then crashes CUDA model loads. Preload the
+# system's libstdc++ (seen on the lent H100 only; regular virtualenvs are unaffected).
+export LD_PRELOAD=$(ldconfig -p | awk '/libstdc\+\+\.so\.6 /{print $NF; exit}')
 set +e
