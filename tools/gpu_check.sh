@@ -12,7 +12,7 @@ run() { $py -m hypura.main run "$1" --raw --temp 0 -n 24 -p "The quick brown fox
 summ() { $py -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({k: d.get(k) for k in ('mode','tokens','eval_tps','streamed_ops_on_gpu','device','experts_loaded','expert_cache_hit_rate','bytes_from_disk','streamed_layers','slots')}))"; }
 for m in dense moe moe16; do
   size=$(stat -c %s "$d/$m.gguf")
-  half=$((size / 2))
+  half=$((size * 3 / 4))
   echo "== $m ($size bytes)"
   run "$d/$m.gguf" --mode resident | summ
   if [ $m = dense ]; then mode=dense-stream; else mode=expert-stream; fi

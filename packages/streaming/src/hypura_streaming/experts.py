@@ -115,7 +115,7 @@ class ExpertStreamer:
         self._load_bytes = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
         log.info("expert streaming: %d layers, %d experts each, cache of %d slots (%.1f MiB)", len(self.layers),
-                 self.n_expert, self.n_slots, self.region.size / 2**20)
+                 self.n_expert, self.n_slots, self.cache_bytes / 2**20)
         return model
 
     def _layout(self, owned: OwnedLoad) -> None:
@@ -176,6 +176,10 @@ class ExpertStreamer:
                 buf = _PinnedStage(self.device.host_buffer_type.allocate(largest + 4096), largest)
             self._staging_bufs.append(buf)
             self._staging.put(buf)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self._vram.size if self._vram is not None else (self.region.size if self.region else 0)
 
     @property
     def max_ubatch(self) -> int:
@@ -284,7 +288,7 @@ class ExpertStreamer:
         st = self.cache.stats
         return {
             "streamed_layers": len(self.layers), "cache_slots": self.n_slots, "n_expert": self.n_expert,
-            "experts_used": self.n_used, "pool_bytes": self.region.size if self.region else 0,
+            "experts_used": self.n_used, "pool_bytes": self.cache_bytes,
             "bytes_from_disk": read, "disk_bytes_per_token": read / self.passes if self.passes else 0,
             "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes,
             "experts_loaded": st.misses, "expert_cache_hits": st.hits,
