@@ -25,7 +25,9 @@ from .loader import OwnedLoad
 from .pool import DeviceSlotPool, HostSlotPool, LayerLayout
 
 log = logging.getLogger(__name__)
-DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.(weight|bias|scale)$")
+# Streamed: the FFN weight matrices. Their small biases/scales stay resident with the layer (on a
+# GPU a bias left in host memory would pull its matmul onto the CPU).
+DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
 
 
 class DenseStreamer:
@@ -82,7 +84,7 @@ class DenseStreamer:
         overrides = ()
         if self.device is not None:
             layers = "|".join(str(x) for x in self.layers)
-            overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)\.(weight|bias|scale)$", BufferType.cpu()),)
+            overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)\.weight$", BufferType.cpu()),)
         return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides)
 
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
