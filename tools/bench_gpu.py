@@ -37,23 +37,37 @@ def llama_bench_pp(model: Path, n_prompt: int) -> float:
     return float(json.loads(out)[0]["avg_ts"])
 
 
-def hypura_prefill(model: Path, n_prompt: int) -> float:
-    prompt = " ".join(["word"] * (n_prompt - 1))
-    out = subprocess.run([sys.executable, "-m", "hypura.main", "run", str(model), "--raw", "--temp", "0", "-n", "1",
-                          "--mode", "resident", "--json", "-p", prompt], capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout)["prompt_tps"])
+def hypura_resident(model: Path, n_prompt: int, n_gen: int) -> tuple[float, float]:
+    """(prefill tok/s of an n_prompt-token prompt, decode tok/s) through the engine's Runner after a
+    warm-up generation (llama-bench warms up too)."""
+    from hypura_engine import GenerateOptions, LoadOptions, Runner
+    from hypura_llama import SamplingOptions
+
+    runner = Runner(model, LoadOptions(mode="resident", ctx=1024))
+    greedy = SamplingOptions(temperature=0)
+    try:
+        def gen(tokens, n):
+            runner.cached = []
+            runner.ctx.clear()
+            return list(runner.generate(tokens, GenerateOptions(num_predict=n, sampling=greedy)))[-1]
+
+        gen(runner.tokenize("warm up"), 4)
+        prompt = (runner.tokenize("word " * n_prompt) + [1] * n_prompt)[:n_prompt]
+        pp = gen(prompt, 1).prompt_tps
+        res = gen(runner.tokenize("The quick brown fox"), n_gen + 1)
+        return pp, res.eval_tps
+    finally:
+        runner.close()
 
 
 def resident(args) -> dict:
     rows = []
     for r in range(args.rounds):
         lb = run_llama_bench(args.model, None, args.n, 16, ["-ngl", "99"])
-        hy = run_hypura(args.model, None, args.n, 16, ["--mode", "resident", "--ctx", "1024"])
         lbp = llama_bench_pp(args.model, 512)
-        hyp = hypura_prefill(args.model, 512)
-        rows.append({"llama_bench_tg": lb["tps"], "hypura_tg": hy["tps"], "llama_bench_pp512": lbp,
-                     "hypura_pp512": hyp})
-        print(f"round {r}: tg llama-bench {lb['tps']:.1f} hypura {hy['tps']:.1f} | pp512 llama-bench {lbp:.0f} "
+        hyp, hyt = hypura_resident(args.model, 512, args.n)
+        rows.append({"llama_bench_tg": lb["tps"], "hypura_tg": hyt, "llama_bench_pp512": lbp, "hypura_pp512": hyp})
+        print(f"round {r}: tg llama-bench {lb['tps']:.1f} hypura {hyt:.1f} | pp512 llama-bench {lbp:.0f} "
               f"hypura {hyp:.0f}", flush=True)
     med = {k: median([x[k] for x in rows]) for k in rows[0]}
     med["tg_ratio"] = med["hypura_tg"] / med["llama_bench_tg"]

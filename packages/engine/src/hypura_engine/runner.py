@@ -126,6 +126,7 @@ class Runner:
         self.cached = self.cached[:keep]
         todo = prompt[keep:]
         self.ctx.decode(todo, keep)
+        self.ctx.synchronize()  # GPU decodes are asynchronous: time the work, not its launch
         self.cached.extend(todo)
         return len(todo)
 
@@ -183,6 +184,7 @@ class Runner:
                 t0 = time.perf_counter_ns()
                 try:
                     self.ctx.decode([tok], len(self.cached))
+                    self.ctx.synchronize()
                 except BaseException:  # decode or stream error: the KV cache is no longer trustworthy
                     self.cached = []
                     self.ctx.clear()
