@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
-"""Dense-FFN streaming under a RAM cap: Hypura vs llama-bench (mmap and dio), and vs the disk.
+"""Streaming under a RAM cap: Hypura (dense-FFN or expert streaming) vs llama-bench (mmap, dio), and vs the disk.
 
 The same model, the same cgroup memory cap around each program, caches dropped before every run
 (cold), runs interleaved round by round; medians. Hypura's physical limit is the measured
 O_DIRECT bandwidth of the model's disk ÷ the bytes Hypura must read from disk per token.
 
-    sudo .venv/bin/python tools/bench_dense.py --model /data/llama3-70b-scaled.gguf --cap 4G \
-        --rounds 3 -n 8 --out docs/bench/dense-cpu.json
+    sudo .venv/bin/python tools/bench_stream.py --model llama3-70b-12l.gguf --cap 4G --rounds 3 -n 8 \
+        --out docs/bench/dense-cpu.json
+    sudo .venv/bin/python tools/bench_stream.py --mode expert-stream --model mixtral-8l.gguf --cap 3G ...
+
+For MoE models the routing histogram Hypura measured (distinct experts per layer, share of the
+top 10%) and the expert-cache hit rate are printed next to tok/s (DESIGN.md "Routing caveat").
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--cap", required=True, help="cgroup memory cap for every program, e.g. 4G")
     ap.add_argument("--ram-budget", default=None, help="Hypura's RAM budget (default: cap minus 600M)")
+    ap.add_argument("--mode", default="dense-stream", choices=("dense-stream", "expert-stream"))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=8, help="tokens decoded per run")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -48,7 +53,7 @@ def main() -> int:
           f"({size / cap_bytes:.2f}x), disk {bw / 1e9:.2f} GB/s (O_DIRECT, sequential)", flush=True)
     configs = {
         "hypura": lambda cap: run_hypura(args.model, cap, args.n, args.threads,
-                                         ["--mode", "dense-stream", "--ram-budget", budget, "--ctx", "512"]),
+                                         ["--mode", args.mode, "--ram-budget", budget, "--ctx", "512"]),
         "mmap": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "mmap"]),
         "dio": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "dio"]),
     }
@@ -87,7 +92,7 @@ def main() -> int:
     per_token = median([x.get("disk_bytes_per_token") for x in hy])
     limit = median([x.get("physical_limit_tps") for x in hy])
     result = {
-        "benchmark": "dense-ffn-streaming", "model": str(args.model), "model_bytes": size, "cap_bytes": cap_bytes,
+        "benchmark": args.mode, "model": str(args.model), "model_bytes": size, "cap_bytes": cap_bytes,
         "ram_budget": budget, "n": args.n, "threads": args.threads, "disk_bps": bw, "disk_bps_rounds": disk,
         "machine": {"platform": platform.platform(), "cores": os.cpu_count()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": runs, "median_tps": summary,
@@ -96,8 +101,13 @@ def main() -> int:
         "hypura_over_llama": {k: (summary["hypura"] / v if v and summary.get("hypura") else None)
                               for k, v in summary.items() if k != "hypura"},
     }
-    print(json.dumps({k: result[k] for k in ("median_tps", "physical_limit_tps", "hypura_over_limit",
-                                             "hypura_over_llama", "hypura_disk_bytes_per_token")}, indent=1))
+    if hy and "expert_cache_hit_rate" in hy[0]:
+        result["expert_cache_hit_rate"] = median([x["expert_cache_hit_rate"] for x in hy])
+        result["io_saved_fraction"] = median([x["io_saved_fraction"] for x in hy])
+        result["routing"] = hy[-1].get("routing")
+    print(json.dumps({k: result.get(k) for k in ("median_tps", "physical_limit_tps", "hypura_over_limit",
+                                                 "hypura_over_llama", "hypura_disk_bytes_per_token",
+                                                 "expert_cache_hit_rate", "io_saved_fraction", "routing")}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
