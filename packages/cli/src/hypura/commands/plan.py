@@ -86,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
     spec, note = load_spec(args.hardware)
     if note:
         print(f"hypura plan: note: {note}", file=sys.stderr)
-    plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx)
+    overhead = None
+    if not info.header_only:  # the same figure `hypura run` plans with: llama.cpp's no_alloc dry run
+        from hypura_engine.planning import dry_run_overhead
+
+        overhead = dry_run_overhead(info.path, cfg.ctx)
+    plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx,
+                          resident_overhead=overhead)
     if args.json:
         out = plan.to_dict()
         if note:
