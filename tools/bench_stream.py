@@ -41,7 +41,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=8, help="tokens decoded per run")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--configs", default="hypura,mmap,dio")
+    ap.add_argument("--configs", default="hypura,mmap,mmap-nr,dio")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     cap_bytes = parse_size(args.cap)
@@ -56,6 +56,9 @@ def main() -> int:
                                          ["--mode", args.mode, "--ram-budget", budget, "--ctx", "512"]),
         "mmap": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "mmap"]),
         "dio": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "dio"]),
+        # without weight repacking, mmap'd weights stay page cache (repacked ones are anonymous memory)
+        "mmap-nr": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads,
+                                               ["-ngl", "0", "-lm", "mmap", "--repack", "0"]),
     }
     chosen = [c for c in args.configs.split(",") if c]
     runs: dict[str, list[dict]] = {c: [] for c in chosen}
