@@ -1,0 +1,75 @@
+"""Streaming through the engine and CLI: the plan's mode, same tokens as resident, bounded memory."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hypura_engine import GenerateOptions, LoadOptions, Runner
+from hypura_llama import SamplingOptions
+from hypura_placement.synthetic import write_synthetic
+from helpers import run_hypura
+
+# Python, numpy, llama.cpp's libraries and CPU backend, thread stacks: what a process costs before weights.
+FIXED_OVERHEAD = 320 << 20
+
+
+def _tokens_and_logits(runner, n=12):
+    logits = []
+    opts = GenerateOptions(num_predict=n, sampling=SamplingOptions(temperature=0))
+    items = list(runner.generate(runner.tokenize("Why is the sky blue?"), opts,
+                                 on_logits=lambda lg: logits.append(lg.copy())))
+    return items[-1].tokens, np.stack(logits)
+
+
+def test_default_model_with_half_its_ffn_layers_streamed(default_model):
+    """A RAM budget that forces at least half of the FFN layers to NVMe: same greedy tokens and
+    bit-identical logits as the fully resident run (same repack setting: none)."""
+    resident = Runner(default_model, LoadOptions(mode="resident", ctx=512, use_extra_bufts=False))
+    try:
+        ref_toks, ref_logits = _tokens_and_logits(resident)
+    finally:
+        resident.close()
+    from hypura_engine.planning import plan_for
+
+    full, _ = plan_for(default_model, LoadOptions(mode="auto", ctx=512, ram_budget=64 << 30))
+    ffn = sum(r["ffn_bytes"] for r in full.layers)
+    budget = full.used("ram") - ffn * 6 // 10   # everything resident needs `used`; drop 60% of the FFN bytes
+    runner = Runner(default_model, LoadOptions(mode="auto", ctx=512, ram_budget=budget))
+    try:
+        assert runner.mode == "dense-stream"
+        assert len(runner.plan.streamed_layers["nvme"]) >= 9
+        toks, logits = _tokens_and_logits(runner)
+        stats = runner.stats()
+    finally:
+        runner.close()
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+    assert stats["bytes_from_disk"] > 0 and stats["direct_io"]
+
+
+@pytest.fixture(scope="module")
+def big_dense(tmp_path_factory):
+    """A dense llama3-shaped model whose FFN weights dominate (~490 MB)."""
+    return write_synthetic(tmp_path_factory.mktemp("big") / "dense.gguf", "llama3-70b", layers=16, scale=4,
+                           vocab=512, qtype="Q4_0")
+
+
+def test_peak_rss_stays_within_the_ram_budget(big_dense):
+    size = big_dense.stat().st_size
+    budget = size // 3
+    res = run_hypura("run", str(big_dense), "--raw", "--temp", "0", "-n", "4", "-p", "hello", "--json",
+                     "--ctx", "256", "--ram-budget", str(budget))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["mode"] == "dense-stream"
+    assert out["bytes_from_disk"] >= 3 * out["disk_bytes_per_pass"]
+    assert out["peak_rss_bytes"] <= budget + FIXED_OVERHEAD, (out["peak_rss_bytes"], budget)
+    assert out["peak_rss_bytes"] < size  # the model was never wholly in memory
+
+
+def test_budget_too_small_for_one_slot_is_a_clear_error(big_dense):
+    res = run_hypura("run", str(big_dense), "-p", "hi", "--ctx", "256", "--ram-budget", "20M")
+    assert res.returncode == 2
+    assert "too small" in res.stderr and "at least" in res.stderr and "Traceback" not in res.stderr
