@@ -34,6 +34,8 @@ def json_body() -> dict[str, Any]:
         data = json.loads(raw)
     except ValueError as exc:
         raise bad_request(f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise bad_request("invalid JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise bad_request("request body must be a JSON object")
     return data
@@ -58,5 +60,15 @@ def model_name(body: dict[str, Any], *keys: str) -> str:
         if value:
             if not isinstance(value, str):
                 raise bad_request(f"field {key!r} must be a string")
-            return value
+            return checked_name(value)
     raise bad_request("model is required")
+
+
+MAX_NAME = 512
+
+
+def checked_name(name: str) -> str:
+    """A model name of sane length (the registry checks its characters); longer → 400."""
+    if len(name) > MAX_NAME:
+        raise bad_request(f"model name of {len(name)} characters is too long (at most {MAX_NAME})")
+    return name

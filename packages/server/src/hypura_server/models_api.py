@@ -17,7 +17,7 @@ from hypura_llama import backend_name
 
 from . import __version__
 from .durations import FOREVER, from_timestamp
-from .errors import APIError, bad_request, field, json_body, model_name
+from .errors import APIError, bad_request, checked_name, field, json_body, model_name
 from .modelinfo import capabilities, details, digest, model_info, read_info, tag_entry
 from .state import resolve, state
 
@@ -209,6 +209,7 @@ def copy() -> Response:
     src, dst = field(body, "source", str, ""), field(body, "destination", str, "")
     if not src or not dst:
         raise bad_request("source and destination are required")
+    checked_name(dst)
     entry = resolve(src)
     try:
         new = st.registry.copy(entry.name, dst)

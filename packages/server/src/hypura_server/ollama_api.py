@@ -109,6 +109,7 @@ def generate() -> Response:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return render(runner, template, messages, think=c["think"], context=context)
 
+    stream = field(body, "stream", bool, True)   # before the lease: a bad value must not leave the model held
     started = Started(state().manager, Job(entry, build, c["opts"], c["num_ctx"], c["keep_alive"], None, c["think"]),
                       threading.Event(), request.environ)
 
@@ -121,7 +122,7 @@ def generate() -> Response:
             extra["thinking"] = thinking
         return chunk({**extra, **stats(done), "context": done.context})
 
-    if field(body, "stream", bool, True):
+    if stream:
         def events() -> Iterator[dict[str, Any]]:
             for ev in started.events():
                 if isinstance(ev, Delta):
@@ -191,6 +192,7 @@ def chat() -> Response:
         check_features(entry.name, template, tools, c["think"])
         return render(runner, template, messages, tools=tools, think=c["think"])
 
+    stream = field(body, "stream", bool, True)   # before the lease: a bad value must not leave the model held
     started = Started(state().manager, Job(entry, build, c["opts"], c["num_ctx"], c["keep_alive"], tools,
                                            c["think"]), threading.Event(), request.environ)
 
@@ -206,7 +208,7 @@ def chat() -> Response:
         return {"model": entry.name, "created_at": now_rfc3339(),
                 "message": message(text, thinking, done.tool_calls), **stats(done)}
 
-    if field(body, "stream", bool, True):
+    if stream:
         def events() -> Iterator[dict[str, Any]]:
             for ev in started.events():
                 if isinstance(ev, Delta):

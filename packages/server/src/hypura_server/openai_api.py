@@ -59,6 +59,13 @@ def _ollama_options(body: dict[str, Any]) -> dict[str, Any]:
     return {"options": opts, "keep_alive": body.get("keep_alive")}
 
 
+def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage), checked."""
+    stream = field(body, "stream", bool, False)
+    stream_options = field(body, "stream_options", dict, {})
+    return stream, bool(stream_options.get("include_usage"))
+
+
 def _grammar(body: dict[str, Any]) -> str | None:
     fmt = body.get("response_format")
     if fmt is None:
@@ -102,7 +109,11 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         msg: dict[str, Any] = {"role": "system" if m["role"] == "developer" else m["role"],
                                "content": _text(m.get("content"))}
         calls = []
-        for call in m.get("tool_calls") or []:
+        raw_calls = m.get("tool_calls") or []
+        if not isinstance(raw_calls, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("function") or {}, dict) for c in raw_calls):
+            raise bad_request("tool_calls must be a list of objects, each with a function object")
+        for call in raw_calls:
             fn = dict(call.get("function") or {})
             if isinstance(fn.get("arguments"), str):
                 try:
@@ -163,13 +174,13 @@ def chat_completions() -> Response:
         check_features(entry.name, template, tools, think)
         return render(runner, template, messages, tools=tools, think=think)
 
+    stream, usage = _stream_flags(body)     # before the lease: a bad value must not leave the model held
     started = Started(state().manager, Job(entry, build, opts, num_ctx, keep, tools, think), threading.Event(),
                       request.environ)
     cid, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
     head = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": entry.name,
             "system_fingerprint": FINGERPRINT}
-    if field(body, "stream", bool, False):
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if stream:
 
         def events() -> Iterator[dict[str, Any]]:
             for ev in started.events():
@@ -229,11 +240,11 @@ def completions() -> Response:
         msgs = ([{"role": "system", "content": over["system"]}] if over.get("system") else [])
         return render(runner, template_for(runner, over.get("template")), msgs + [{"role": "user", "content": prompt}])
 
+    stream, usage = _stream_flags(body)     # before the lease: a bad value must not leave the model held
     started = Started(state().manager, Job(entry, build, opts, num_ctx, keep), threading.Event(), request.environ)
     head = {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion", "created": int(time.time()),
             "model": entry.name, "system_fingerprint": FINGERPRINT}
-    if field(body, "stream", bool, False):
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if stream:
 
         def events() -> Iterator[dict[str, Any]]:
             for ev in started.events():

@@ -109,6 +109,10 @@ class _Worker:
             self.send(_error(exc))
 
     def _generate(self, runner: Any, rid: int, tokens: list[int], opts: Any) -> None:
+        n_vocab = runner.model.n_vocab
+        bad = next((t for t in tokens if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
         self.cancel.clear()
         self.current = rid
         try:
