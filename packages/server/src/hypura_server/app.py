@@ -40,9 +40,16 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Flask
     app.register_blueprint(models_api.bp)
     app.register_blueprint(ollama_api.bp)
     app.register_blueprint(openai_api.bp)
+    app.add_url_rule("/openapi.json", "openapi", _openapi)
     _install_cors(app, DEFAULT_ORIGINS + list(settings.origins))
     _install_errors(app)
     return app
+
+
+def _openapi() -> Response:
+    from .openapi import SPEC
+
+    return jsonify(SPEC)
 
 
 def _origin_allowed(origin: str, patterns: list[str]) -> bool:
