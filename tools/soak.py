@@ -235,15 +235,19 @@ def one_request(url: str, model: str, rng: random.Random, tally: Tally, disconne
 
 
 def drive(url: str, model: str, duration_s: float, clients: int, disconnect_share: float = 0.2,
-          num_predict: int = 16, seed: int = 0, timeout: float = 300.0) -> Tally:
-    """`clients` threads sending requests back to back for `duration_s` seconds."""
+          num_predict: int = 16, seed: int = 0, timeout: float = 300.0, count: int | None = None) -> Tally:
+    """`clients` threads sending requests back to back for `duration_s` seconds (or `count` requests each)."""
     tally = Tally()
     stop = time.monotonic() + duration_s
+    start = threading.Barrier(clients)
 
     def client(i: int) -> None:
         rng = random.Random(seed * 1000 + i)
-        while time.monotonic() < stop:
+        start.wait()          # all clients at once: the queue is really `clients` deep
+        sent = 0
+        while (count is not None and sent < count) or (count is None and time.monotonic() < stop):
             one_request(url, model, rng, tally, disconnect_share, num_predict, timeout)
+            sent += 1
 
     threads = [threading.Thread(target=client, args=(i,), name=f"soak-client-{i}") for i in range(clients)]
     for t in threads:
