@@ -40,8 +40,9 @@ class ServeProcess:
     """`hypura serve` in a subprocess on a free loopback port; its stderr is kept (last lines)."""
 
     def __init__(self, models_dir: str | os.PathLike, *args: str, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1", timeout: float = 60.0) -> None:
-        cmd = [sys.executable, "-m", "hypura.main", "serve", "--host", host, "--port", "0",
+                 host: str | None = "127.0.0.1", timeout: float = 60.0) -> None:
+        """`host` None: no --host flag (the configured default)."""
+        cmd = [sys.executable, "-m", "hypura.main", "serve", *(["--host", host] if host else []), "--port", "0",
                "--models", str(models_dir), *args]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -53,15 +54,15 @@ class ServeProcess:
         if not self._ready.wait(timeout) or not self.port:
             self.stop()
             raise RuntimeError("hypura serve did not start:\n" + "\n".join(self.lines[-20:]))
-        self.host = host
+        self.host = "127.0.0.1" if not host or host in ("0.0.0.0", "::") else host
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line.rstrip())
-            m = re.search(r"serving the Ollama API on http://[^\s]*:(\d+)", line)
+            m = re.search(r"serving the Ollama API on http://([^\s]*):(\d+)", line)
             if m:
-                self.port = int(m.group(1))
+                self.bound, self.port = m.group(1), int(m.group(2))
                 self._ready.set()
         self._ready.set()
 
