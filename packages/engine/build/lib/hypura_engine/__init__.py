@@ -1,1 +1,0 @@
-"""Generation engine: model registry, chat templates, plan-driven loading and streaming."""

@@ -1,1 +1,0 @@
-"""Hardware profile: compute devices, cgroup-aware RAM, storage and upload bandwidth."""

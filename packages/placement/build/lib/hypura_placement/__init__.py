@@ -1,1 +1,0 @@
-"""GGUF inspection and the tier placement planner (pure Python)."""

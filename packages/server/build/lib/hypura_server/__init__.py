@@ -1,1 +1,0 @@
-"""Ollama- and OpenAI-compatible HTTP API (Flask) over the Hypura engine."""

@@ -1,1 +1,0 @@
-"""Weight streaming: slot pools, direct I/O, expert cache, router interception."""
