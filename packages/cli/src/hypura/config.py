@@ -31,10 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-try:  # one parser for sizes across Hypura, once the placement package provides it
-    from hypura_placement import parse_size  # type: ignore[attr-defined]
-except ImportError:
-    parse_size = None  # type: ignore[assignment]
+from hypura_placement import parse_size  # the one size parser of Hypura
 
 KEYS = ("gpu_budget", "ram_budget", "models_dir", "host", "port", "ctx")
 FLAGS = {key: "--" + key.replace("_", "-") for key in KEYS}
@@ -42,35 +39,6 @@ ENV = {"gpu_budget": "HYPURA_GPU_BUDGET", "ram_budget": "HYPURA_RAM_BUDGET", "mo
        "port": "HYPURA_PORT", "ctx": "HYPURA_CTX"}
 HOST_ENV = ("OLLAMA_HOST", "HYPURA_HOST")  # later wins
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_CTX = "127.0.0.1", 11434, 4096
-
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*$", re.IGNORECASE)
-
-
-def _parse_size(text: str | int) -> int:
-    """Bytes from ``"8G"``, ``"512M"``, ``"16GiB"``, ``"1.5g"``, ``"4096"``.
-
-    K/M/G/T/P with or without ``iB`` are binary (``8G`` = 8 GiB); ``KB``/``MB``/``GB``/``TB`` are decimal.
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        if text < 0:
-            raise ValueError(f"size must not be negative: {text}")
-        return text
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ValueError(f"not a size: {text!r} (examples: 8G, 512M, 16GiB)")
-    number, unit, binary, b = m.groups()
-    if binary and not unit:
-        raise ValueError(f"not a size: {text!r} (examples: 8G, 512M, 16GiB)")
-    scale = _UNITS[unit.lower()]
-    if unit and b and not binary:  # "GB": decimal
-        scale = 1000 ** "kmgtp".index(unit.lower()) * 1000
-    return int(float(number) * scale)
-
-
-if parse_size is None:
-    parse_size = _parse_size
-
 
 def parse_budget(value: Any) -> int | None:
     """A budget in bytes; ``"auto"`` (or empty) means None: measured free minus a safety margin."""
