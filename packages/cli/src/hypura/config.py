@@ -17,7 +17,6 @@ Environment: ``HYPURA_GPU_BUDGET``, ``HYPURA_RAM_BUDGET``, ``HYPURA_MODELS``, ``
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
