@@ -186,3 +186,23 @@ def ram_info(root: Path = Path("/")) -> dict:
     if sys.platform == "darwin":
         return macos_ram()
     return linux_ram(root)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes.
+
+    Linux: ``VmHWM`` of /proc/self/status, the high-water mark of this process image. Not
+    ``getrusage().ru_maxrss``: Linux carries that across ``execve``, so a child started from a
+    large parent (a test runner holding a model) would report the parent's peak as its own.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 from pathlib import Path
+
+from hypura_hardware import peak_rss_bytes
 
 from ._common import add_budget_args, load_options_from_args, resolve_model
 
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
                 else:
                     result = item
         stats = runner.stats()
-        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        peak_rss = peak_rss_bytes()
         summary = {
             "model": name, "path": str(path), "text": result.text, "tokens": result.tokens,
             "done_reason": result.done_reason, "prompt_tokens": result.prompt_total,
