@@ -126,9 +126,9 @@ def _status(pid: int) -> dict[str, int]:
     vals = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         k, _, v = line.partition(":")
-        if k in ("VmRSS", "Threads"):
+        if k in ("VmRSS", "VmHWM", "Threads"):
             vals[k] = int(v.split()[0])
-    return {"rss_kb": vals.get("VmRSS", 0), "threads": vals.get("Threads", 0),
+    return {"rss_kb": vals.get("VmRSS", 0), "hwm_kb": vals.get("VmHWM", 0), "threads": vals.get("Threads", 0),
             "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
@@ -137,6 +137,7 @@ def process_metrics(pid: int) -> dict[str, Any]:
     workers = {c: _status(c) for c in _children(pid)}
     return {"server": _status(pid), "workers": len(workers),
             "worker_rss_kb": sum(w["rss_kb"] for w in workers.values()),
+            "worker_peak_rss_kb": max((w["hwm_kb"] for w in workers.values()), default=0),
             "worker_threads": sum(w["threads"] for w in workers.values()),
             "worker_fds": sum(w["fds"] for w in workers.values())}
 
@@ -265,12 +266,45 @@ def _pct(xs: list[float], q: float) -> float | None:
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 4)
 
 
+class RssSampler(threading.Thread):
+    """Samples the model workers' RSS every `period_s` while a soak runs: the largest sum seen, and each
+    worker's own high-water mark (VmHWM: the kernel's peak, which catches spikes between samples)."""
+
+    def __init__(self, pid: int, period_s: float = 0.2) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.pid, self.period_s = pid, period_s
+        self.peak_rss_kb = self.peak_hwm_kb = 0
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.period_s):
+            try:
+                m = process_metrics(self.pid)
+            except OSError:  # a worker exited between listing and reading
+                continue
+            self.samples += 1
+            self.peak_rss_kb = max(self.peak_rss_kb, m["worker_rss_kb"])
+            self.peak_hwm_kb = max(self.peak_hwm_kb, m["worker_peak_rss_kb"])
+
+    def stop(self) -> dict[str, int]:
+        self._halt.set()
+        self.join()
+        return {"worker_rss_peak_sampled_kb": self.peak_rss_kb, "worker_rss_hwm_kb": self.peak_hwm_kb,
+                "rss_samples": self.samples}
+
+
 def soak(url: str, pid: int, model: str, duration_s: float, clients: int, disconnect_share: float = 0.2,
          num_predict: int = 16, seed: int = 0) -> dict[str, Any]:
     """Warm up, measure, drive, settle, measure again. Returns the report (see `check`)."""
     before = settle(url, pid, model)
+    sampler = RssSampler(pid)
+    sampler.start()
     t0 = time.perf_counter()
-    tally = drive(url, model, duration_s, clients, disconnect_share, num_predict, seed)
+    try:
+        tally = drive(url, model, duration_s, clients, disconnect_share, num_predict, seed)
+    finally:
+        memory = sampler.stop()
     wall = time.perf_counter() - t0
     after = settle(url, pid, model)
     n = tally.ok + tally.errors + tally.disconnects + len(tally.failures)
@@ -279,7 +313,7 @@ def soak(url: str, pid: int, model: str, duration_s: float, clients: int, discon
             "failure_samples": tally.failures[:5], "requests_per_s": round(n / wall, 2),
             "latency_p50_s": _pct(tally.latency, 0.5), "latency_p99_s": _pct(tally.latency, 0.99),
             "first_chunk_p50_s": _pct(tally.first_chunk, 0.5), "first_chunk_p99_s": _pct(tally.first_chunk, 0.99),
-            "before": before, "after": after}
+            **memory, "before": before, "after": after}
 
 
 def check(report: dict[str, Any], rss_slack_kb: int = 64 << 10) -> list[str]:
