@@ -6,8 +6,8 @@ import pytest
 from hypura_streaming import ExpertCache
 
 
-def test_hand_computed_trace():
-    c = ExpertCache(3)
+def test_hand_computed_trace_lru():
+    c = ExpertCache(3, policy="lru")
     # 1. layer 0 needs experts 1, 2: both read, into slots 0 and 1
     assert c.lookup(0, [1, 2, 1]) == ({1: 0, 2: 1}, [(1, 0), (2, 1)])
     # 2. layer 1 needs expert 1: (1, 1) is another key than (0, 1): read into slot 2
@@ -21,11 +21,57 @@ def test_hand_computed_trace():
     assert c.stats.hit_rate_by_layer() == {0: pytest.approx(1 / 4), 1: pytest.approx(1 / 3)}
 
 
+def test_hand_computed_trace_lfu():
+    c = ExpertCache(3)  # frequency-aware, the default
+    assert c.lookup(0, [1, 2]) == ({1: 0, 2: 1}, [(1, 0), (2, 1)])       # f(0,1)=f(0,2)=1
+    assert c.lookup(1, [1]) == ({1: 2}, [(1, 2)])                        # f(1,1)=1
+    # (0,1) hits (f=2); (0,3) needs a slot: (0,2) and (1,1) both f=1, (0,2) is older: slot 1
+    assert c.lookup(0, [1, 3]) == ({1: 0, 3: 1}, [(3, 1)])
+    # (1,2): candidates (1,1) f=1, (0,1) f=2, (0,3) f=1 in LRU order (1,1), (0,1), (0,3): evict (1,1)
+    assert c.lookup(1, [2]) == ({2: 2}, [(2, 2)])
+    # (1,4): order (0,1) f=2, (0,3) f=1, (1,2) f=1: LFU evicts (0,3) in slot 1 (LRU would evict (0,1))
+    assert c.lookup(1, [4]) == ({4: 1}, [(4, 1)])
+    assert c.lookup(0, [1]) == ({1: 0}, [])                              # the frequent expert stayed
+    assert (c.stats.hits, c.stats.misses) == (2, 6)
+    assert c.stats.hit_rate_by_layer() == {0: pytest.approx(2 / 5), 1: pytest.approx(0 / 3)}
+    assert c.frequency(0, 1) == 3 and c.frequency(1, 3) == 0
+
+
+def test_counts_decay_so_the_hot_set_can_move():
+    c = ExpertCache(2, decay_every=4)
+    for _ in range(3):
+        c.lookup(0, [7])
+    assert c.frequency(0, 7) == 3
+    c.lookup(0, [8])          # the 4th lookup halves every count before counting: 7 -> 1, then 8 -> 1
+    assert (c.frequency(0, 7), c.frequency(0, 8)) == (1, 1)
+
+
+def test_lfu_beats_lru_on_a_cyclic_skewed_trace():
+    """8 layers visited in order, 2 of 8 experts each, expert 0 of every layer chosen 80% of the time,
+    12 slots (less than one pass's 16 selections): LRU's reuse distance is a whole pass, so it hits
+    nothing; LFU keeps the hot experts."""
+    import random
+
+    rates = {}
+    for policy in ("lru", "lfu"):
+        rng = random.Random(1)
+        c = ExpertCache(12, policy=policy)
+        for _ in range(300):
+            for layer in range(8):
+                first = 0 if rng.random() < 0.8 else rng.randrange(1, 8)
+                second = rng.choice([e for e in range(8) if e != first])
+                c.lookup(layer, [first, second])
+        rates[policy] = c.stats.hit_rate
+    assert rates["lru"] < 0.05 and rates["lfu"] > 0.35, rates
+
+
 def test_the_current_layer_is_never_evicted_by_its_own_misses():
-    c = ExpertCache(2)
-    c.lookup(0, [5, 6])
-    mapping, to_read = c.lookup(0, [6, 7])   # 6 hits; 7 must evict 5, never 6
-    assert mapping == {6: 1, 7: 0} and to_read == [(7, 0)]
+    for policy in ("lru", "lfu"):
+        c = ExpertCache(2, policy=policy)
+        c.lookup(0, [5, 6])
+        c.lookup(0, [5])
+        mapping, to_read = c.lookup(0, [6, 7])   # 6 hits; 7 must evict 5 (even when 5 is more frequent)
+        assert mapping == {6: 1, 7: 0} and to_read == [(7, 0)]
 
 
 def test_more_distinct_experts_than_slots_is_an_error():

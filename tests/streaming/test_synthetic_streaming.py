@@ -35,9 +35,9 @@ def _greedy(model, filt=None, n=8, ubatch=512):
         return out, np.stack(logits)
 
 
-def _resident(path, ubatch=512):
+def _resident(path, ubatch=512, n=8):
     with h.LlamaModel.load(path, h.ModelParams(use_extra_bufts=False)) as m:
-        return _greedy(m, ubatch=ubatch)
+        return _greedy(m, n=n, ubatch=ubatch)
 
 
 @pytest.mark.parametrize("name", MOE + DENSE)
@@ -73,6 +73,33 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     assert np.array_equal(logits, ref_logits)
     assert stats["experts_loaded"] > 0 and 0 <= stats["expert_cache_hit_rate"] < 1
     assert stats["io_saved_fraction"] > 0  # only the chosen experts were read
+
+
+@pytest.mark.parametrize("policy", ["lfu", "lru"])
+def test_ram_cache_tier_behind_the_expert_cache(models, policy):
+    """A device-sized cache of n_used slots backed by a RAM cache of half the experts (here both in host
+    memory): misses of the first tier that hit the second are copied, not read; output bit-identical."""
+    path = models["qwen3-30b-a3b", "Q4_0"]
+    layers = range(TINY["qwen3-30b-a3b"]["layers"])
+    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
+        n_used = int(m.metadata()["qwen3moe.expert_used_count"])
+        n_exp = int(m.metadata()["qwen3moe.expert_count"])
+    st = ExpertStreamer(path, layers, n_used, ram_slots=n_exp * len(layers) // 2, policy=policy)
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, n=16, ubatch=st.max_ubatch)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=16)
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+    assert stats["cache_policy"] == policy and stats["ram_cache_slots"] == n_exp * len(layers) // 2
+    assert stats["ram_cache_hits"] > 0 and stats["bytes_from_ram"] > 0
+    # every first-tier miss came from RAM or disk, never both
+    per_expert = stats["bytes_from_ram"] // stats["ram_cache_hits"]
+    assert stats["experts_loaded"] * per_expert == stats["bytes_from_ram"] + st.expert_bytes_read
 
 
 @pytest.mark.parametrize("name", DENSE)

@@ -105,5 +105,7 @@ def open_streamer(path: str | Path, plan, info, mode: str):
         ebytes = plan.expert_cache.get("expert_bytes") or 1
         cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
         slots = cached + (plan.n_slots * plan.slot_bytes) // ebytes
-        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device)
+        ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if device is not None else 0
+        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device,
+                              ram_slots=ram_slots)
     raise ValueError(f"unknown streaming mode {mode!r}")

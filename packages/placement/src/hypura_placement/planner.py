@@ -24,8 +24,11 @@ streamed unit, a dense layer's FFN or ``n_used`` experts of a layer) is reserved
 :class:`PlanError` gives the minimum. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
 are sorted by *touched bytes per token per byte* (density: 1 for dense FFN, n_used/n_expert for experts),
 ties by layer, and packed greedily: compute tier first, then RAM, the rest on NVMe (a unit that does not
-fit is skipped, smaller later ones may still fit). (4) Leftover compute-tier and RAM space becomes expert
-cache (whole experts) for the streamed MoE layers.
+fit is skipped, smaller later ones may still fit). Routed-expert layers are not packed whole: once
+anything streams, (4) the leftover compute-tier and RAM space becomes expert cache (whole experts) for the
+MoE layers. Under uniform routing a cache of ``c`` experts is worth exactly ``c`` resident experts (the
+hit rate is ``c / S``); under skewed routing a frequency-aware cache keeps the hot experts of *every*
+layer and is worth more, so the cache is never the worse use of the space.
 
 Optimality. Placement changes only the bytes moved per token, ``sum(density_u * bytes_u)`` over units
 below the compute tier (upload) and over units on NVMe (disk). Both are linear, and the tiers are nested,
@@ -183,7 +186,9 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
         left_r = ram_b - emb_ram - staging if has_gpu else 0
         lc, lr = left_c, left_r
         for u in units:
-            if u.nbytes <= lc:
+            if u.kind == "routed_expert":   # its share of each tier becomes expert cache (step 4)
+                u.tier = "nvme"
+            elif u.nbytes <= lc:
                 u.tier, lc = ctier, lc - u.nbytes
             elif has_gpu and u.nbytes <= lr:
                 u.tier, lr = "ram", lr - u.nbytes

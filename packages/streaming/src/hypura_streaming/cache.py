@@ -1,5 +1,13 @@
-"""The expert cache's bookkeeping: which (layer, expert) sits in which slot, LRU eviction that
-never touches a slot the current layer uses, and honest hit accounting.
+"""The expert cache's bookkeeping: which (layer, expert) sits in which slot, eviction that never
+touches a slot the current layer uses, and honest hit accounting.
+
+Eviction. Layers are visited in a cycle, so plain LRU degenerates: an expert's reuse distance is a
+whole pass (every other layer's experts in between), and a cache smaller than one pass's working set
+hits nothing. The default policy is therefore frequency-aware (``lfu``): the victim is the cached
+expert chosen least often (counts over every expert seen, halved every ``decay_every`` lookups so that
+a change of topic can move the hot set), ties broken by least recent use. Under skewed routing it keeps
+each layer's hot experts; under uniform routing it keeps a stable subset, so the hit rate approaches
+capacity / experts served, the planner's model. ``lru`` is kept for comparison.
 
 Pure Python and deterministic, so its numbers can be checked against a hand-computed trace.
 A *selection* is one (layer, expert) a forward pass needs (distinct per layer and pass); it is a
@@ -27,14 +35,20 @@ class CacheStats:
 
 
 class ExpertCache:
-    """`n_slots` slots shared by all streamed layers, LRU over (layer, expert)."""
+    """`n_slots` slots shared by all streamed layers over (layer, expert); `policy` "lfu" or "lru"."""
 
-    def __init__(self, n_slots: int) -> None:
+    def __init__(self, n_slots: int, policy: str = "lfu", decay_every: int = 4096) -> None:
         if n_slots < 1:
             raise ValueError("the expert cache needs at least one slot")
+        if policy not in ("lfu", "lru"):
+            raise ValueError(f"unknown expert cache policy {policy!r} (lfu, lru)")
         self.n_slots = n_slots
+        self.policy = policy
+        self.decay_every = decay_every
         self._where: OrderedDict[tuple[int, int], int] = OrderedDict()   # key -> slot, LRU order
         self._free = list(range(n_slots - 1, -1, -1))
+        self._freq: dict[tuple[int, int], int] = {}
+        self._lookups = 0
         self.stats = CacheStats()
 
     def lookup(self, layer: int, experts: list[int]) -> tuple[dict[int, int], list[tuple[int, int]]]:
@@ -46,6 +60,7 @@ class ExpertCache:
         if len(wanted) > self.n_slots:
             raise ValueError(f"layer {layer} needs {len(wanted)} distinct experts at once; the cache has "
                              f"{self.n_slots} slots")
+        self._count(layer, wanted)
         mapping: dict[int, int] = {}
         for e in wanted:  # hits first, so they are protected from this layer's evictions
             key = (layer, e)
@@ -69,14 +84,36 @@ class ExpertCache:
         self.stats.by_layer[layer][1] += misses
         return mapping, to_read
 
+    def _count(self, layer: int, wanted: list[int]) -> None:
+        self._lookups += 1
+        if self._lookups % self.decay_every == 0:
+            self._freq = {k: v >> 1 for k, v in self._freq.items() if v > 1}
+        for e in wanted:
+            self._freq[(layer, e)] = self._freq.get((layer, e), 0) + 1
+
+    def frequency(self, layer: int, expert: int) -> int:
+        return self._freq.get((layer, expert), 0)
+
     def _take_slot(self, protected: set[int]) -> int:
         if self._free:
             return self._free.pop()
-        for key, slot in self._where.items():  # least recently used first
-            if slot not in protected:
-                del self._where[key]
-                return slot
-        raise AssertionError("unreachable: more protected slots than slots")
+        victim, best = None, None
+        for key, slot in self._where.items():  # least recently used first: ties go to the older
+            if slot in protected:
+                continue
+            if self.policy == "lru":
+                victim = key
+                break
+            f = self._freq.get(key, 0)
+            if best is None or f < best:
+                victim, best = key, f
+        if victim is None:
+            raise AssertionError("unreachable: more protected slots than slots")
+        return self._where.pop(victim)
+
+    def resident(self) -> dict[tuple[int, int], int]:
+        """(layer, expert) → slot of everything cached now."""
+        return dict(self._where)
 
     def invalidate(self, slots: list[int]) -> None:
         """Forget the contents of slots whose fill failed."""

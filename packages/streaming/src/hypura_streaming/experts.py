@@ -8,6 +8,11 @@ tensor at `ffn_moe_topk-N` (no split: fused top-k kernels stay intact) and split
 the chosen ids, makes exactly those experts resident (LRU cache over (layer, expert), reads of
 one expert's `nb[2]` contiguous bytes per tensor), and rewrites the ids in place to slot numbers —
 after `ffn_moe_weights-N` consumed the real ids. A layer's slots are never evicted while it runs.
+
+Two cache tiers when the cache is on a GPU: the device cache (`n_slots` experts in VRAM) and behind it a
+RAM cache (`ram_slots` experts in pinned host memory, its own frequency-aware ExpertCache). A device miss
+that hits in RAM is one upload; a miss in both is read from NVMe into pinned staging, uploaded, and kept
+in RAM. (The RAM tier also works with a host cache, for tests: then it is a second copy in RAM.)
 """
 from __future__ import annotations
 
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 
 
+def _memmove(dst, src, n: int) -> None:
+    ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), n)
+
+
 class _PinnedStage:
     """A page-aligned window of a pinned host buffer (O_DIRECT destination, DMA source)."""
 
@@ -50,8 +59,9 @@ class ExpertStreamer:
     """Streams the routed experts of `layers` through a cache of `n_slots` experts."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int, io_threads: int = 8,
-                 direct_io: bool = True, device=None) -> None:
-        """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM)."""
+                 direct_io: bool = True, device=None, ram_slots: int = 0, policy: str = "lfu") -> None:
+        """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
+        `ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" | "lru"."""
         self.device = device
         self._vram = None
         self._kind_tensor: dict[str, object] = {}
@@ -59,8 +69,20 @@ class ExpertStreamer:
         self.layers = sorted(set(int(x) for x in layers))
         if not self.layers:
             raise ValueError("expert streaming needs at least one MoE layer to stream")
-        self.cache = ExpertCache(n_slots)
+        self.policy = policy
+        self.cache = ExpertCache(n_slots, policy)
         self.n_slots = n_slots
+        self.ram_slots = max(0, int(ram_slots))
+        self.l2: ExpertCache | None = None
+        self._l2_mem = None          # pinned host Buffer (device) or AlignedBuffer (host)
+        self._l2_base = None
+        self._l2_stride = 0
+        self.ram_bytes_uploaded = 0
+        # Prefetch predictors, scored on decode passes (one token) but not acted on: for each layer,
+        # [selections, predicted by "the experts this layer chose for the previous token",
+        #  predicted by "this layer's n_used most frequent experts", misses, misses either would cover]
+        self._prev_choice: dict[int, set[int]] = {}
+        self._pred = [0, 0, 0, 0, 0, 0]
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}
         self.eval_filter = EvalFilter(self._on_node)
@@ -144,9 +166,10 @@ class ExpertStreamer:
                                      f"{k['stride']} (mixed quantization types are not supported yet)")
                 info = owned.index.tensors[name]
                 self.expert_src[(layer, kind)] = info.parts or ((info.offset, nb2),)
-        if self.n_slots > self.n_expert:
-            self.n_slots = self.cache.n_slots = self.n_expert
-            self.cache = ExpertCache(self.n_slots)
+        n_all = self.n_expert * len(self.layers)
+        if self.n_slots > n_all:
+            self.n_slots = n_all
+            self.cache = ExpertCache(self.n_slots, self.policy)
         pos = 0
         for kind in sorted(self.kinds):
             self.kinds[kind]["offset"] = pos
@@ -167,6 +190,20 @@ class ExpertStreamer:
                 t.ne[2] = self.n_slots
                 t.nb[3] = self.n_slots * t.nb[2]
                 self._kind_tensor[kind] = t
+        self._l2_stride = 0
+        for kind in sorted(self.kinds):
+            self.kinds[kind]["l2_offset"] = self._l2_stride
+            self._l2_stride += self.kinds[kind]["stride"]
+        self.ram_slots = min(self.ram_slots, max(0, n_all - self.n_slots))
+        if self.ram_slots:
+            size = self.ram_slots * self._l2_stride
+            if self.device is None:
+                self._l2_mem = AlignedBuffer(size)
+                self._l2_base = self._l2_mem.ptr
+            else:
+                self._l2_mem = self.device.host_buffer_type.allocate(size)
+                self._l2_base = ffi.cast("char *", self._l2_mem.base)
+            self.l2 = ExpertCache(self.ram_slots, self.policy)
         largest = max(nb for parts in self.expert_src.values() for _, nb in parts)
         largest = aligned_span(0, largest)[1] + 4096
         for _ in range(self.reader.pool._max_workers):
@@ -182,14 +219,22 @@ class ExpertStreamer:
         return self._vram.size if self._vram is not None else (self.region.size if self.region else 0)
 
     @property
+    def ram_cache_bytes(self) -> int:
+        return self.ram_slots * self._l2_stride if self.l2 is not None else 0
+
+    def _l2_ptr(self, l2_slot: int, kind: str):
+        return self._l2_base + l2_slot * self._l2_stride + self.kinds[kind]["l2_offset"]
+
+    @property
     def max_ubatch(self) -> int:
         """Largest ubatch whose union of experts always fits the cache."""
         return max(1, self.n_slots // max(1, self.n_used))
 
     # -- reading one expert ---------------------------------------------------------------
-    def _read_expert(self, layer: int, kind: str, expert: int, slot: int):
+    def _read_expert(self, layer: int, kind: str, expert: int, slot: int, l2_slot: int | None = None):
         """Read one expert of one kind into its cache slot (host), or into pinned staging and
-        return the pending uploads (device: the decode thread uploads, then frees the staging)."""
+        return the pending uploads (device: the decode thread uploads, then frees the staging).
+        With `l2_slot`, the bytes are also kept in that RAM-cache slot."""
         stride = self.kinds[kind]["stride"]
         pos = 0
         uploads = []
@@ -199,9 +244,11 @@ class ExpertStreamer:
                 start, length = aligned_span(offset + expert * nb, nb)
                 self.reader.read_into(stage.view[:length], start)
                 src = stage.ptr + (offset + expert * nb - start)
+                if l2_slot is not None:
+                    _memmove(self._l2_ptr(l2_slot, kind) + pos, src, nb)
                 if self.device is None:
                     dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
-                    ctypes.memmove(int(ffi.cast("uintptr_t", dst)), int(ffi.cast("uintptr_t", src)), nb)
+                    _memmove(dst, src, nb)
                 else:
                     uploads.append((src, slot * stride + pos, nb))
                 pos += nb
@@ -212,6 +259,41 @@ class ExpertStreamer:
             self._staging.put(stage)
             return None
         return kind, stage, uploads
+
+    def _predictions(self, layer: int, chosen: list[int]) -> tuple[set[int], set[int]]:
+        prev = self._prev_choice.get(layer, set())
+        self._prev_choice[layer] = set(chosen)
+        freq = sorted(range(self.n_expert), key=lambda e: (-self.cache.frequency(layer, e), e))[: self.n_used]
+        hot = set(freq)
+        self._pred[0] += len(chosen)
+        self._pred[1] += len(prev.intersection(chosen))
+        self._pred[2] += len(hot.intersection(chosen))
+        return prev, hot
+
+    def _score_misses(self, guess: tuple[set[int], set[int]], missed: list[int]) -> None:
+        prev, hot = guess
+        self._pred[3] += len(missed)
+        self._pred[4] += sum(1 for e in missed if e in prev)
+        self._pred[5] += sum(1 for e in missed if e in hot)
+
+    def prefetch_report(self) -> dict:
+        """How well two cheap predictors would have guessed each layer's experts during decode: share of
+        selections guessed, and share of cache misses a prefetch of the guess would have covered."""
+        sel, prev, hot, miss, miss_prev, miss_hot = self._pred
+        def rate(a, b):
+            return round(a / b, 4) if b else 0.0
+        return {"selections": sel, "misses": miss,
+                "previous_token": {"accuracy": rate(prev, sel), "misses_covered": rate(miss_prev, miss)},
+                "most_frequent": {"accuracy": rate(hot, sel), "misses_covered": rate(miss_hot, miss)},
+                "acted_on": False}
+
+    def _deliver(self, kind: str, src, slot: int) -> None:
+        """Copy one expert of one kind from host memory into its cache slot (device: an upload)."""
+        stride = self.kinds[kind]["stride"]
+        if self.device is None:
+            _memmove(self.region.ptr + self.kinds[kind]["offset"] + slot * stride, src, stride)
+        else:
+            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, slot * stride, stride)
 
     # -- the eval callback ----------------------------------------------------------------
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
@@ -237,11 +319,25 @@ class ExpertStreamer:
         if ids.min() < 0 or ids.max() >= self.n_expert:
             raise StreamError(f"layer {layer}: router produced expert ids outside [0, {self.n_expert})")
         self.routing[layer].update(ids.ravel().tolist())
-        mapping, to_read = self.cache.lookup(layer, sorted(set(ids.ravel().tolist())))
-        futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s)
-                for e, s in to_read for kind in self.kinds]
+        chosen = sorted(set(ids.ravel().tolist()))
+        guess = self._predictions(layer, chosen) if n_tok == 1 else None
+        mapping, to_read = self.cache.lookup(layer, chosen)
+        if guess is not None:
+            self._score_misses(guess, [e for e, _ in to_read])
+        from_ram: list[tuple[int, int, int]] = []
+        from_disk: list[tuple[int, int, int | None]] = [(e, s, None) for e, s in to_read]
+        if self.l2 is not None and to_read:
+            l2_map, l2_read = self.l2.lookup(layer, [e for e, _ in to_read])
+            missing = {e for e, _ in l2_read}
+            from_ram = [(e, s, l2_map[e]) for e, s in to_read if e not in missing]
+            from_disk = [(e, s, l2_map[e]) for e, s in to_read if e in missing]
+        futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
+                for e, s, l2s in from_disk for kind in self.kinds]
         t0 = time.perf_counter()
         try:
+            for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
+                for kind in self.kinds:
+                    self._deliver(kind, self._l2_ptr(l2s, kind), s)
             for f in as_completed(futs):
                 pending = f.result()
                 if pending is not None:  # device: upload from pinned staging, then free it
@@ -260,9 +356,12 @@ class ExpertStreamer:
                 except BaseException:  # noqa: BLE001 - the first error is the one raised
                     pass
             self.cache.invalidate([s for _, s in to_read])
+            if self.l2 is not None:
+                self.l2.invalidate([l2s for _, _, l2s in from_disk])
             raise
         self.stall_s += time.perf_counter() - t0
-        self.expert_bytes_read += len(to_read) * sum(self.kinds[kind]["stride"] for kind in self.kinds)
+        self.expert_bytes_read += len(from_disk) * self._l2_stride
+        self.ram_bytes_uploaded += len(from_ram) * self._l2_stride
         lut = np.arange(self.n_expert, dtype=np.int32)
         for e, s in mapping.items():
             lut[e] = s
@@ -295,15 +394,28 @@ class ExpertStreamer:
             "expert_cache_hit_rate": round(st.hit_rate, 4),
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
-            "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
+            "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct, "cache_policy": self.policy,
+            **self._ram_stats(),
             "device": self.device.name if self.device is not None else "CPU",
             "streamed_ops_on_gpu": self.device is not None and self.buffer is not None
             and not lib.ggml_backend_buffer_is_host(self.buffer),
-            "routing": self.routing_summary(),
+            "routing": self.routing_summary(), "prefetch": self.prefetch_report(),
         }
+
+    def _ram_stats(self) -> dict:
+        if self.l2 is None:
+            return {"ram_cache_slots": 0}
+        st = self.l2.stats
+        return {"ram_cache_slots": self.ram_slots, "ram_cache_bytes": self.ram_cache_bytes,
+                "ram_cache_hits": st.hits, "ram_cache_hit_rate": round(st.hit_rate, 4),
+                "bytes_from_ram": self.ram_bytes_uploaded}
 
     def close(self) -> None:
         self.reader.close()
+        if self._l2_mem is not None:
+            self._l2_base = None   # drop the cdata exporting the host buffer before releasing it
+            self._l2_mem.close()
+            self._l2_mem = None
         for buf in self._staging_bufs:
             buf.close()
         self._staging_bufs.clear()
