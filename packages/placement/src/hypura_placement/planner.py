@@ -2,7 +2,7 @@
 
 Tiers. The *compute tier* is where kernels read weights: the GPU, or RAM on a machine without one (or with
 ``gpu_budget=0``; then the ``gpu`` tier stays empty). With a GPU, RAM holds the token embedding (llama.cpp
-reads it on the CPU), pinned copies of weights uploaded per token, and a staging slot for NVMe reads.
+reads it on the CPU), pinned copies of weights uploaded per token, and pinned staging for NVMe reads (one per VRAM slot).
 NVMe is the model file itself.
 
 Cost model (decode, one token). Every weight byte a token touches is read by the compute device:
@@ -181,8 +181,10 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
             f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
     n_slots = 2 if cap_c >= minimum + slot else 1
+    if has_gpu and n_slots == 2 and ram_b - emb_ram < 2 * slot:   # each VRAM slot has pinned staging
+        n_slots = 1
     left_c = cap_c - core_c - overhead - n_slots * slot
-    for staging in ((0, slot) if has_gpu else (0,)):
+    for staging in ((0, n_slots * slot) if has_gpu else (0,)):   # pinned staging: one per VRAM slot
         left_r = ram_b - emb_ram - staging if has_gpu else 0
         lc, lr = left_c, left_r
         for u in units:
@@ -198,7 +200,8 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             break
     if has_gpu and lr < 0:
         raise PlanError(f"RAM budget {ram_b} bytes is too small: streaming from NVMe needs the embedding "
-                        f"({emb_ram}) plus a staging slot ({slot}): at least {emb_ram + slot} bytes")
+                        f"({emb_ram}) plus pinned staging ({n_slots} x {slot}): at least "
+                        f"{emb_ram + n_slots * slot} bytes")
     plan.n_slots, plan.slot_bytes = n_slots, slot
     plan.reserved = {ctier: n_slots * slot, **({"ram": staging} if has_gpu and staging else {})}
     if emb_copy:

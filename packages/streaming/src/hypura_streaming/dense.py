@@ -104,7 +104,8 @@ class DenseStreamer:
         self.layouts = [LayerLayout.build(layer, by_layer[layer]) for layer in self.layers]
         slot_size = max(lay.size for lay in self.layouts)
         self.pool = (HostSlotPool(self.n_slots, slot_size) if self.device is None
-                     else DeviceSlotPool(self.device, self.n_slots, slot_size))
+                     else DeviceSlotPool(self.device, self.n_slots, slot_size,
+                                         staging=any(layer not in self.ram_layers for layer in self.layers)))
         for k, lay in enumerate(self.layouts):
             tensors = []
             for name, off in lay.tensor_slot_offset.items():

@@ -103,7 +103,9 @@ class DeviceSlotPool:
     Hypura's own backend stream and are fenced with one event per slot, so they overlap the
     compute stream. Only the decode thread issues uploads."""
 
-    def __init__(self, device, n_slots: int, slot_size: int) -> None:
+    def __init__(self, device, n_slots: int, slot_size: int, staging: bool = True) -> None:
+        """`staging`: allocate pinned staging for NVMe reads (not needed when every layer is filled
+        from a pinned RAM copy)."""
         from hypura_llama import BufferType
 
         self.device = device
@@ -116,9 +118,10 @@ class DeviceSlotPool:
         host = device.host_buffer_type
         if host is None:
             raise LlamaError(f"{device.name} has no pinned host buffer type")
-        self.staging = host.allocate(self.n_slots * self.slot_size + 4096)
+        self.staging = host.allocate(self.n_slots * self.slot_size + 4096 if staging else 1)
         base = self.staging.base
         self._stage_off = align_up(base) - base  # O_DIRECT wants page-aligned destinations
+        self._has_staging = staging
         self.backend = lib.ggml_backend_dev_init(device.handle, ffi.NULL)
         if self.backend == ffi.NULL:
             raise LlamaError(f"could not create a stream on {device.name}")
@@ -135,6 +138,8 @@ class DeviceSlotPool:
 
     def slot_view(self, slot: int) -> memoryview:
         """The slot's pinned staging (where reads land)."""
+        if not self._has_staging:
+            raise LlamaError("this slot pool was created without staging (RAM-tier layers only)")
         return self.staging.host_view(self._stage_off + slot * self.slot_size, self.slot_size)
 
     def repoint(self, tensor, slot: int, offset: int) -> None:
