@@ -6,9 +6,11 @@ llama-bench tg/pp on the same build, interleaved rounds, medians.
 Row `dense`: a dense model under a GPU budget and a cgroup RAM cap; Hypura's plan (dense-FFN
 streaming) vs llama-bench with -ngl chosen to fill the same GPU budget (mmap and dio) under the
 same cap, caches dropped before every run; Hypura ÷ physical limit (disk GB/s ÷ disk bytes/token).
+Row `moe`: the same for a MoE model (expert streaming) against llama.cpp's MoE recipes.
 
     python3 tools/bench_gpu.py resident --model q14.gguf --rounds 3 --out $OUT/resident.json
-    python3 tools/bench_gpu.py dense --model l70.gguf --gpu-budget 6G --cap 8G --ngl 10 -n 8 --out ...
+    python3 tools/bench_gpu.py dense --model l70.gguf --gpu-budget 2G --cap 4G --ngl 3 -n 16 --out ...
+    python3 tools/bench_gpu.py moe --model mx.gguf --gpu-budget 2G --cap 4G --n-cpu-moe 6 -n 24 --out ...
 """
 from __future__ import annotations
 
@@ -75,10 +77,14 @@ def resident(args) -> dict:
     return {"rounds": rows, "median": med}
 
 
-def dense(args) -> dict:
+def streaming_row(args, llama_configs: dict[str, list[str]]) -> dict:
+    """Hypura (plan under --gpu-budget and the cap) against each llama-bench configuration, all under the
+    same cgroup RAM cap, page cache dropped before every run; rounds interleave the programs."""
     cap_b = size(args.cap)
-    runs = {"hypura": [], "mmap": [], "dio": []}
+    runs: dict[str, list] = {"hypura": [], **{name: [] for name in llama_configs}}
     disk = []
+    # RAM budget: the cap minus what a CUDA process holds outside the plan (context, cuBLAS, Python).
+    ram_budget = cap_b - size(args.host_overhead)
     for r in range(args.rounds):
         drop_caches()
         disk.append(disk_bandwidth(args.model))
@@ -88,37 +94,69 @@ def dense(args) -> dict:
             try:
                 if name == "hypura":
                     res = run_hypura(args.model, cap, args.n, 16, ["--mode", "auto", "--gpu-budget", args.gpu_budget,
-                                                                 "--ram-budget", str(cap_b - (1 << 30)), "--ctx", "512"])
+                                                                 "--ram-budget", str(ram_budget), "--ctx", "512"],
+                                     timeout=args.timeout)
                 else:
-                    res = run_llama_bench(args.model, cap, args.n, 16, ["-ngl", str(args.ngl), "-lm", name])
+                    res = run_llama_bench(args.model, cap, args.n, 16, llama_configs[name], timeout=args.timeout)
                 res["cgroup_peak_bytes"] = cap.peak()
+            except subprocess.TimeoutExpired:
+                res = {"ok": False, "tps": None, "error": f"timed out after {args.timeout} s"}
             finally:
                 cap.close()
             runs[name].append(res)
-            print(f"round {r} {name:6s} " + (f"{res['tps']:.3f} tok/s" if res["ok"] else res["error"][:160]),
+            extra = ""
+            if name == "hypura" and res["ok"]:
+                extra = (f" disk {res.get('disk_bytes_per_token', 0) / 1e9:.2f} GB/tok, hit "
+                         f"{res.get('expert_cache_hit_rate', '-')}, ram hit {res.get('ram_cache_hit_rate', '-')}")
+            print(f"round {r} {name:12s} " + (f"{res['tps']:.3f} tok/s{extra}" if res["ok"] else res["error"][:160]),
                   flush=True)
     hy = [x for x in runs["hypura"] if x["ok"]]
     per_token = median([x.get("disk_bytes_per_token") for x in hy])
     bw = median(disk)
     limit = bw / per_token if per_token else None
     med = {k: median([x["tps"] for x in v]) for k, v in runs.items()}
-    return {"runs": runs, "disk_bps": disk, "median_tps": med, "disk_bytes_per_token": per_token,
-            "physical_limit_tps": limit, "hypura_over_limit": (med["hypura"] / limit) if limit and med["hypura"] else None}
+    best = max((k for k in llama_configs if med[k]), key=lambda k: med[k], default=None)
+    return {"runs": runs, "llama_configs": llama_configs, "disk_bps": disk, "median_tps": med,
+            "disk_bytes_per_token": per_token, "physical_limit_tps": limit,
+            "hypura_over_limit": (med["hypura"] / limit) if limit and med["hypura"] else None,
+            "llama_best": best, "hypura_over_llama_best": (med["hypura"] / med[best]) if best and med["hypura"] else None,
+            "expert_cache_hit_rate": median([x.get("expert_cache_hit_rate") for x in hy]),
+            "ram_cache_hit_rate": median([x.get("ram_cache_hit_rate") for x in hy])}
+
+
+def dense(args) -> dict:
+    ngl = str(args.ngl)
+    return streaming_row(args, {"ngl-mmap": ["-ngl", ngl, "-lm", "mmap"], "ngl-dio": ["-ngl", ngl, "-lm", "dio"]})
+
+
+def moe(args) -> dict:
+    """llama.cpp's MoE offload recipes: every expert in host memory (`-ot exps=CPU`), or the experts of
+    the first layers on the GPU within the budget (`--n-cpu-moe`), mmap and dio."""
+    ncm = str(args.n_cpu_moe)
+    return streaming_row(args, {
+        "ot-exps-mmap": ["-ngl", "99", "-ot", "exps=CPU", "-lm", "mmap"],
+        "ncmoe-mmap": ["-ngl", "99", "--n-cpu-moe", ncm, "-lm", "mmap"],
+        "ncmoe-dio": ["-ngl", "99", "--n-cpu-moe", ncm, "-lm", "dio"],
+    })
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("row", choices=("resident", "dense"))
+    ap.add_argument("row", choices=("resident", "dense", "moe"))
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--gpu-budget", default="6G")
     ap.add_argument("--cap", default="8G")
-    ap.add_argument("--ngl", type=int, default=10)
+    ap.add_argument("--ngl", type=int, default=10, help="dense row: llama.cpp layers on the GPU")
+    ap.add_argument("--n-cpu-moe", type=int, default=6, help="moe row: llama.cpp layers whose experts stay on the CPU")
+    ap.add_argument("--host-overhead", default="1536M",
+                    help="RAM a CUDA process holds outside Hypura's plan; its RAM budget is the cap minus this")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     t0 = time.time()
-    res = resident(args) if args.row == "resident" else dense(args)
+    res = {"resident": resident, "dense": dense, "moe": moe}[args.row](args)
     res.update({"row": args.row, "model": str(args.model), "model_bytes": args.model.stat().st_size,
                 "args": {k: str(v) for k, v in vars(args).items()}, "wall_s": time.time() - t0,
                 "device": os.popen("nvidia-smi --query-gpu=name --format=csv,noheader").read().strip()})
