@@ -85,6 +85,9 @@ def streaming_row(args, llama_configs: dict[str, list[str]]) -> dict:
     disk = []
     # RAM budget: the cap minus what a CUDA process holds outside the plan (context, cuBLAS, Python).
     ram_budget = cap_b - size(args.host_overhead)
+    # Measure and cache the hardware profile first, outside the cap: a run that had to measure it
+    # would do so inside the cap (the bandwidth probes allocate buffers) and be OOM-killed.
+    subprocess.run([sys.executable, "-m", "hypura.main", "profile"], check=True, capture_output=True)
     for r in range(args.rounds):
         drop_caches()
         disk.append(disk_bandwidth(args.model))

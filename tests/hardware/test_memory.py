@@ -191,3 +191,42 @@ def test_real_v1_cgroup_limit_is_detected():
     assert 0 < ram["available"] < GiB
     assert ram["cgroup"]["version"] == 1 and ram["cgroup"]["path"].endswith(group.name)
     assert ram["physical_total"] > GiB
+
+
+def test_a_profile_cached_outside_a_cgroup_is_reused_inside_it(tmp_path):
+    """A memory limit is not another machine: inside a 1 GiB cgroup the profile cached outside is still
+    good (not re-measured: re-measuring allocates probe buffers, which a tight limit cannot afford),
+    and its RAM figures are the cgroup's, read fresh."""
+    from hypura_hardware import fingerprint, ram_info, write_cached
+
+    parent = _writable_v1_memory_cgroup()
+    if parent is None:
+        pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
+    group = parent / f"hypura-test-prof-{os.getpid()}"
+    try:
+        group.mkdir()
+        (group / "memory.limit_in_bytes").write_text(str(GiB))
+    except OSError as exc:
+        pytest.skip(f"cannot create a memory cgroup: {exc}")
+    from hypura_hardware.profile import VERSION
+
+    devices = [{"name": "CPU", "description": "cpu", "type": "cpu", "memory_total": 1, "memory_free": 1}]
+    cache = tmp_path / "profile.json"
+    import time
+    write_cached({"version": VERSION, "measured_at": time.time(), "ram": ram_info(), "gpu": None,
+                  "devices": devices, "fingerprint": fingerprint(devices, ram_info()), "marker": "outside"}, cache)
+    code = ("import json, sys; from hypura_hardware import load_or_measure; "
+            "p = load_or_measure(devices=json.loads(sys.argv[2]), cache=__import__('pathlib').Path(sys.argv[1]), "
+            "progress=False, log=lambda m: print('LOG', m, file=sys.stderr)); "
+            "print(json.dumps({'marker': p.get('marker'), 'total': p['ram']['total']}))")
+    try:
+        def join() -> None:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        res = subprocess.run([sys.executable, "-c", code, str(cache), json.dumps(devices)], capture_output=True,
+                             text=True, timeout=120, preexec_fn=join)
+    finally:
+        group.rmdir()
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert "re-measuring" not in res.stderr
+    assert out == {"marker": "outside", "total": GiB}

@@ -49,8 +49,11 @@ def cache_path() -> Path:
 
 
 def fingerprint(devices: list[dict], ram: dict) -> dict:
-    """What identifies the machine: a change in any of these makes a cached profile stale."""
-    return {"host": socket.gethostname(), "cores": cpu_cores(), "ram_total": ram["total"],
+    """What identifies the machine: a change in any of these makes a cached profile stale.
+
+    RAM is the physical total: a cgroup limit is not a different machine (it is re-read on every load
+    with the free memory), and re-measuring inside a tight limit would itself exhaust it."""
+    return {"host": socket.gethostname(), "cores": cpu_cores(), "ram_total": ram.get("physical_total", ram["total"]),
             "devices": sorted([d["name"], d["type"], d["memory_total"]] for d in devices)}
 
 
