@@ -27,6 +27,9 @@ class ModelParams:
     overrides: Sequence[tuple[str, BufferType]] = ()
     devices: Sequence[Device] | None = None
     use_extra_bufts: bool = True
+    # Overrides to the CPU buffer type otherwise land in the GPU's pinned host buffer type (llama.cpp
+    # prefers it for CPU weights when a GPU exists), which pins and touches all of them.
+    no_host: bool = False
     no_alloc: bool = False
     vocab_only: bool = False
     _keep: list = field(default_factory=list, repr=False)
@@ -38,6 +41,7 @@ class ModelParams:
         p.n_gpu_layers = self.n_gpu_layers
         p.load_mode = LOAD_MODES[self.load_mode]
         p.use_extra_bufts = self.use_extra_bufts
+        p.no_host = self.no_host
         p.no_alloc = self.no_alloc
         p.vocab_only = self.vocab_only
         self._keep.clear()

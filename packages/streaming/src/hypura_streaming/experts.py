@@ -115,7 +115,10 @@ class ExpertStreamer:
         if self.device is not None:  # streamed experts: host allocations never touched, no VRAM
             layers = "|".join(str(x) for x in self.layers)
             overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)_exps\.weight$", BufferType.cpu()),)
-        return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides)
+        # no_host: the CPU override must be plain (never touched) host memory, not llama.cpp's pinned
+        # host buffer type, which would pin and fill the whole streamed part in RAM.
+        return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides,
+                           no_host=self.device is not None)
 
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
