@@ -75,6 +75,30 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     assert stats["io_saved_fraction"] > 0  # only the chosen experts were read
 
 
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
+def test_cache_larger_than_one_layers_experts(models, name):
+    """Slots > n_expert: remapped ids exceed n_expert, so every tensor those ids index (the matmuls and
+    llama.cpp's optional per-expert scales the loader fills neutrally) must span the slots."""
+    path = models[name, "Q4_0"]
+    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
+        meta = m.metadata()
+    arch = meta["general.architecture"]
+    n_exp = int(meta[f"{arch}.expert_count"])
+    lead = int(meta.get(f"{arch}.leading_dense_block_count", 0))
+    layers = range(lead, TINY[name]["layers"])
+    st = ExpertStreamer(path, layers, n_exp + n_exp // 2)
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, n=12, ubatch=st.max_ubatch)
+        assert st.n_slots == n_exp + n_exp // 2
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=12)
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+
+
 @pytest.mark.parametrize("policy", ["lfu", "lru"])
 def test_ram_cache_tier_behind_the_expert_cache(models, policy):
     """A device-sized cache of n_used slots backed by a RAM cache of half the experts (here both in host

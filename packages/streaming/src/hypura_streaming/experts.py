@@ -96,6 +96,7 @@ class ExpertStreamer:
         self.n_used = 0
         self.region: AlignedBuffer | None = None
         self.buffer = None
+        self._side_bufs: list = []
         self._staging: queue.Queue = queue.Queue()
         self._staging_bufs: list[AlignedBuffer] = []
         self._last_k = 1 << 30
@@ -207,6 +208,7 @@ class ExpertStreamer:
                 self._l2_mem = self.device.host_buffer_type.allocate(size)
                 self._l2_base = ffi.cast("char *", self._l2_mem.base)
             self.l2 = ExpertCache(self.ram_slots, self.policy)
+        self._resize_neutral_side_tensors(owned)
         largest = max(nb for parts in self.expert_src.values() for _, nb in parts)
         largest = aligned_span(0, largest)[1] + 4096
         for _ in range(self.reader.pool._max_workers):
@@ -216,6 +218,33 @@ class ExpertStreamer:
                 buf = _PinnedStage(self.device.host_buffer_type.allocate(largest + 4096), largest)
             self._staging_bufs.append(buf)
             self._staging.put(buf)
+
+    def _resize_neutral_side_tensors(self, owned: OwnedLoad) -> None:
+        """Per-expert side tensors the file lacks (scales, biases: llama.cpp's optional `*_exps.scale` /
+        `.bias`, given neutral values by the loader) are indexed by the same expert ids as the matmuls
+        (get_rows / add_id): after the remap they must span `n_slots` rows, not `n_expert`."""
+        for name, (t, value) in owned.neutral_tensors.items():
+            m = EXPS.match(name)
+            if not m or int(m.group(1)) not in self._pos:
+                continue
+            dims = [d for d in range(4) if int(t.ne[d]) == self.n_expert]
+            if not dims:
+                raise ValueError(f"{self.path}: tensor {name} has no expert dimension of {self.n_expert}")
+            d = dims[-1]
+            t.ne[d] = self.n_slots
+            for k in range(d + 1, 4):
+                t.nb[k] = t.nb[k - 1] * t.ne[k - 1]
+            nbytes = int(lib.ggml_nbytes(t))
+            if self.device is None:
+                mem = AlignedBuffer(nbytes)
+                buf = lib.ggml_backend_cpu_buffer_from_ptr(mem.ptr, mem.size)
+                self._side_bufs.append((mem, buf))
+                t.buffer, t.data = buf, mem.ptr
+            else:
+                mem = self.device.buffer_type.allocate(nbytes)
+                self._side_bufs.append((mem, None))
+                t.buffer, t.data = mem.handle, ffi.cast("void *", mem.base)
+            lib.ggml_backend_tensor_set(t, ffi.new("float[]", [value] * (nbytes // 4)), 0, nbytes)
 
     @property
     def cache_bytes(self) -> int:
@@ -415,6 +444,11 @@ class ExpertStreamer:
 
     def close(self) -> None:
         self.reader.close()
+        for mem, buf in self._side_bufs:
+            if buf is not None:
+                lib.ggml_backend_buffer_free(buf)
+            mem.close()
+        self._side_bufs.clear()
         if self._l2_mem is not None:
             self._l2_base = None   # drop the cdata exporting the host buffer before releasing it
             self._l2_mem.close()

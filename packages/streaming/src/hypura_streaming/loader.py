@@ -142,6 +142,7 @@ class OwnedLoad:
         self.is_streamed = is_streamed
         self.streamed: dict[str, object] = {}
         self.neutral: list[str] = []
+        self.neutral_tensors: dict[str, tuple[object, float]] = {}   # name -> (tensor, value)
         self.bytes_loaded = 0
         self.error: BaseException | None = None
         self._staging: AlignedBuffer | None = None
@@ -231,6 +232,7 @@ class OwnedLoad:
         data = ffi.new("float[]", [value] * (nbytes // 4))
         lib.ggml_backend_tensor_set(t, data, 0, nbytes)
         self.neutral.append(name)
+        self.neutral_tensors[name] = (t, value)
 
     def close(self) -> None:
         self.index.close()
