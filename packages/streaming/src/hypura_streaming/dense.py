@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from typing import Iterable
 
 from hypura_llama import SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, ffi, lib
@@ -233,6 +234,9 @@ class DenseStreamer:
         return self.reader.bytes_read - self._load_bytes
 
     def stats(self) -> dict:
+        # Reads already issued (the next pass's prefetch) are counted when they complete: let them,
+        # so that bytes_from_disk and fills describe the same reads (at most a few slots' worth).
+        futures_wait([f for futs in self._futures for f in futs])
         per_pass = sum(lay.size for lay in self.layouts if lay.key not in self.ram_layers)
         return {
             "streamed_layers": len(self.layers), "slots": self.n_slots,
