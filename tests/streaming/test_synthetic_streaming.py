@@ -121,6 +121,9 @@ def test_ram_cache_tier_behind_the_expert_cache(models, policy):
     assert np.array_equal(logits, ref_logits)
     assert stats["cache_policy"] == policy and stats["ram_cache_slots"] == n_exp * len(layers) // 2
     assert stats["ram_cache_hits"] > 0 and stats["bytes_from_ram"] > 0
+    pre = stats["prefetch"]   # predictors scored on sampled decode passes, never acted on
+    assert pre["selections"] > 0 and pre["acted_on"] is False
+    assert all(0 <= pre[p][k] <= 1 for p in ("previous_token", "most_frequent") for k in ("accuracy", "misses_covered"))
     # every first-tier miss came from RAM or disk, never both
     per_expert = stats["bytes_from_ram"] // stats["ram_cache_hits"]
     assert stats["experts_loaded"] * per_expert == stats["bytes_from_ram"] + st.expert_bytes_read

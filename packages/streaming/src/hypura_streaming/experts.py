@@ -17,6 +17,7 @@ in RAM. (The RAM tier also works with a host cache, for tests: then it is a seco
 from __future__ import annotations
 
 import ctypes
+import heapq
 import logging
 import queue
 import re
@@ -34,6 +35,7 @@ from .directio import DirectReader, StreamError, align_up, aligned_span
 from .loader import AlignedBuffer, OwnedLoad
 
 log = logging.getLogger(__name__)
+PREDICT_EVERY = 4
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 
 
@@ -82,7 +84,8 @@ class ExpertStreamer:
         # [selections, predicted by "the experts this layer chose for the previous token",
         #  predicted by "this layer's n_used most frequent experts", misses, misses either would cover]
         self._prev_choice: dict[int, set[int]] = {}
-        self._pred = [0, 0, 0, 0, 0, 0]
+        self._pred = [0, 0, 0, 0, 0, 0]   # scored on every PREDICT_EVERY-th pass: this runs in the eval
+                                          # callback, and ranking n_expert counts is not free
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}
         self.eval_filter = EvalFilter(self._on_node)
@@ -292,11 +295,9 @@ class ExpertStreamer:
             return None
         return kind, stage, uploads
 
-    def _predictions(self, layer: int, chosen: list[int]) -> tuple[set[int], set[int]]:
-        prev = self._prev_choice.get(layer, set())
-        self._prev_choice[layer] = set(chosen)
-        freq = sorted(range(self.n_expert), key=lambda e: (-self.cache.frequency(layer, e), e))[: self.n_used]
-        hot = set(freq)
+    def _predictions(self, layer: int, chosen: list[int], prev: set[int]) -> tuple[set[int], set[int]]:
+        hot = set(heapq.nsmallest(self.n_used, range(self.n_expert),
+                                  key=lambda e: (-self.cache.frequency(layer, e), e)))
         self._pred[0] += len(chosen)
         self._pred[1] += len(prev.intersection(chosen))
         self._pred[2] += len(hot.intersection(chosen))
@@ -352,7 +353,12 @@ class ExpertStreamer:
             raise StreamError(f"layer {layer}: router produced expert ids outside [0, {self.n_expert})")
         self.routing[layer].update(ids.ravel().tolist())
         chosen = sorted(set(ids.ravel().tolist()))
-        guess = self._predictions(layer, chosen) if n_tok == 1 else None
+        guess = None
+        if n_tok == 1:
+            prev = self._prev_choice.get(layer, set())
+            self._prev_choice[layer] = set(chosen)
+            if self.passes % PREDICT_EVERY == 0:
+                guess = self._predictions(layer, chosen, prev)
         mapping, to_read = self.cache.lookup(layer, chosen)
         if guess is not None:
             self._score_misses(guess, [e for e, _ in to_read])
