@@ -32,6 +32,7 @@ class LoadOptions:
     n_batch: int = 512
     embeddings: bool = False
     use_extra_bufts: bool = True       # CPU weight repacking (resident loads)
+    warm_start: bool = True            # expert streaming: seed the expert cache from earlier runs' routing
 
 
 class Runner:
@@ -76,6 +77,12 @@ class Runner:
             self.ctx = LlamaContext(self.model, ContextParams(n_ctx=n_ctx, n_batch=opts.n_batch,
                                                              n_ubatch=n_ubatch, n_threads=opts.n_threads,
                                                              embeddings=opts.embeddings), eval_filter)
+            if opts.warm_start and self.mode == "expert-stream":
+                from .routing_stats import load_counts
+
+                counts = load_counts(self.path)
+                if counts:
+                    self.streamer.warm_start(counts)
         except BaseException:
             self.close()
             raise
@@ -90,6 +97,10 @@ class Runner:
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
+        if self.mode == "expert-stream" and getattr(self, "streamer", None) is not None:
+            from .routing_stats import save_counts
+
+            save_counts(self.path, self.streamer.routing_counts())
         for attr in ("ctx", "model", "streamer"):
             obj = getattr(self, attr, None)
             if obj is not None:

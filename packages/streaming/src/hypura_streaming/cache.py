@@ -111,6 +111,24 @@ class ExpertCache:
             raise AssertionError("unreachable: more protected slots than slots")
         return self._where.pop(victim)
 
+    def seed(self, counts: dict[tuple[int, int], int]) -> None:
+        """Start the frequency counts from earlier runs' routing (warm start)."""
+        for key, n in counts.items():
+            self._freq[key] = max(self._freq.get(key, 0), int(n))
+
+    def preload(self, keys: list[tuple[int, int]]) -> list[tuple[tuple[int, int], int]]:
+        """Place `keys` in free slots, in order, until none is free; not counted as hits or misses.
+        Returns [(key, slot)] for the caller to fill."""
+        placed = []
+        for key in keys:
+            if not self._free:
+                break
+            if key not in self._where:
+                slot = self._free.pop()
+                self._where[key] = slot
+                placed.append((key, slot))
+        return placed
+
     def resident(self) -> dict[tuple[int, int], int]:
         """(layer, expert) → slot of everything cached now."""
         return dict(self._where)

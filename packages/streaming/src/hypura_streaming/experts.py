@@ -100,6 +100,7 @@ class ExpertStreamer:
         self.region: AlignedBuffer | None = None
         self.buffer = None
         self._side_bufs: list = []
+        self._warm: dict = {}
         self._staging: queue.Queue = queue.Queue()
         self._staging_bufs: list[AlignedBuffer] = []
         self._last_k = 1 << 30
@@ -266,10 +267,10 @@ class ExpertStreamer:
         return max(1, self.n_slots // max(1, self.n_used))
 
     # -- reading one expert ---------------------------------------------------------------
-    def _read_expert(self, layer: int, kind: str, expert: int, slot: int, l2_slot: int | None = None):
+    def _read_expert(self, layer: int, kind: str, expert: int, slot: int | None, l2_slot: int | None = None):
         """Read one expert of one kind into its cache slot (host), or into pinned staging and
         return the pending uploads (device: the decode thread uploads, then frees the staging).
-        With `l2_slot`, the bytes are also kept in that RAM-cache slot."""
+        With `l2_slot`, the bytes are also kept in that RAM-cache slot; `slot` None: only there."""
         stride = self.kinds[kind]["stride"]
         pos = 0
         uploads = []
@@ -281,7 +282,9 @@ class ExpertStreamer:
                 src = stage.ptr + (offset + expert * nb - start)
                 if l2_slot is not None:
                     _memmove(self._l2_ptr(l2_slot, kind) + pos, src, nb)
-                if self.device is None:
+                if slot is None:
+                    pass
+                elif self.device is None:
                     dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
                     _memmove(dst, src, nb)
                 else:
@@ -290,10 +293,62 @@ class ExpertStreamer:
         except BaseException:
             self._staging.put(stage)
             raise
-        if self.device is None:
+        if self.device is None or slot is None:
             self._staging.put(stage)
             return None
         return kind, stage, uploads
+
+    # -- warm start -----------------------------------------------------------------------
+    def routing_counts(self) -> dict[int, dict[int, int]]:
+        """How often each (layer, expert) was chosen in this run (prompt and decode)."""
+        return {layer: dict(c) for layer, c in self.routing.items()}
+
+    def warm_start(self, counts: dict[int, dict[int, int]]) -> dict:
+        """Seed the caches from earlier runs' routing counts: frequencies for eviction, and the most
+        chosen experts read into the device cache (then the RAM cache) now, at load time."""
+        t0 = time.perf_counter()
+        flat = {(int(layer), int(e)): int(n) for layer, row in counts.items() for e, n in row.items()
+                if int(layer) in self._pos and 0 <= int(e) < self.n_expert and int(n) > 0}
+        self.cache.seed(flat)
+        ranked = sorted(flat, key=lambda k: (-flat[k], k))
+        # leave one token's working set free so the first layers do not evict what was just read
+        room = max(0, self.n_slots - self.n_used)
+        l1 = self.cache.preload(ranked[:room])
+        l2 = []
+        if self.l2 is not None:
+            self.l2.seed(flat)
+            l2 = self.l2.preload(ranked[room:room + self.ram_slots])
+        futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s, None)
+                for (layer, e), s in l1 for kind in self.kinds]
+        futs += [self.reader.pool.submit(self._read_expert, layer, kind, e, None, s)
+                 for (layer, e), s in l2 for kind in self.kinds]
+        try:
+            for f in as_completed(futs):
+                pending = f.result()
+                if pending is not None:
+                    kind, stage, uploads = pending
+                    try:
+                        for src, dst_off, nb in uploads:
+                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
+                    finally:
+                        self._staging.put(stage)
+        except BaseException:
+            for f in futs:   # let every read finish and free its staging, then forget what was placed
+                try:
+                    pending = f.result()
+                    if pending is not None:
+                        self._staging.put(pending[1])
+                except BaseException:  # noqa: BLE001 - the first error is the one raised
+                    pass
+            self.cache.invalidate([s for _, s in l1])
+            if self.l2 is not None:
+                self.l2.invalidate([s for _, s in l2])
+            raise
+        self._load_bytes = self.reader.bytes_read
+        self.reader.clock.busy_s = 0.0
+        self._warm = {"warm_start_experts": len(l1), "warm_start_ram_experts": len(l2),
+                      "warm_start_s": round(time.perf_counter() - t0, 3)}
+        return self._warm
 
     def _predictions(self, layer: int, chosen: list[int], prev: set[int]) -> tuple[set[int], set[int]]:
         hot = set(heapq.nsmallest(self.n_used, range(self.n_expert),
@@ -437,7 +492,7 @@ class ExpertStreamer:
             "device": self.device.name if self.device is not None else "CPU",
             "streamed_ops_on_gpu": self.device is not None and self.buffer is not None
             and not lib.ggml_backend_buffer_is_host(self.buffer),
-            "routing": self.routing_summary(), "prefetch": self.prefetch_report(),
+            "routing": self.routing_summary(), "prefetch": self.prefetch_report(), **self._warm,
         }
 
     def _ram_stats(self) -> dict:

@@ -1,0 +1,93 @@
+"""Warm start of the expert cache from routing statistics of earlier runs: stored in the user cache
+directory (never beside the model), read at load, and it changes which reads happen, never the output."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hypura_llama as h
+from hypura_engine import GenerateOptions, LoadOptions, Runner
+from hypura_engine.routing_stats import load_counts, stats_path
+from hypura_llama import SamplingOptions
+from hypura_placement.synthetic import TINY, write_synthetic
+from hypura_streaming import ExpertStreamer
+
+
+def _greedy(model, filt, ubatch, n=10):
+    with h.LlamaContext(model, h.ContextParams(n_ctx=128, n_batch=ubatch, n_ubatch=ubatch), filt) as ctx:
+        toks = model.tokenize("The quick brown fox jumps over the lazy dog")
+        ctx.decode(toks, 0)
+        out, logits = [], []
+        for i in range(n):
+            logits.append(ctx.logits().copy())
+            out.append(int(np.argmax(logits[-1])))
+            ctx.decode([out[-1]], len(toks) + i)
+        return out, np.stack(logits)
+
+
+def test_warm_started_cache_reads_less_and_computes_the_same(tmp_path):
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", qtype="Q4_0", skew=0.8, **TINY["mixtral-8x7b"])
+    layers = range(TINY["mixtral-8x7b"]["layers"])
+    runs = {}
+    counts = None
+    for phase in ("cold", "warm"):
+        st = ExpertStreamer(path, layers, 8)   # half of the 16 experts of the two layers
+        model = st.load_model()
+        try:
+            if phase == "warm":
+                warm = st.warm_start(counts)
+                assert warm["warm_start_experts"] == 8 - 2     # all slots but one token's working set
+            toks, logits = _greedy(model, st.eval_filter, st.max_ubatch)
+            runs[phase] = (toks, logits, st.stats())
+            counts = st.routing_counts()
+        finally:
+            model.close()
+            st.close()
+    (ct, cl, cold), (wt, wl, warm) = runs["cold"], runs["warm"]
+    assert wt == ct and np.array_equal(wl, cl)
+    assert warm["experts_loaded"] < cold["experts_loaded"], (warm["experts_loaded"], cold["experts_loaded"])
+    assert warm["bytes_from_disk"] < cold["bytes_from_disk"]   # warm-start reads count as loading
+
+
+def test_runner_stores_statistics_in_the_user_cache_and_uses_them(tmp_path):
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", layers=4, scale=8, vocab=512, qtype="Q4_0",
+                           skew=0.8)
+    from hypura_engine.planning import plan_for
+
+    full, _ = plan_for(path, LoadOptions(mode="auto", ctx=256, ram_budget=64 << 30))
+    experts = sum(r["ffn_bytes"] for r in full.layers)
+    opts = LoadOptions(mode="expert-stream", ctx=256, ram_budget=full.used("ram") - experts // 2)
+    gen = GenerateOptions(num_predict=8, sampling=SamplingOptions(temperature=0))
+    target = stats_path(path)
+    target.unlink(missing_ok=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        results = []
+        for _ in range(2):
+            runner = Runner(path, opts)
+            try:
+                res = list(runner.generate(runner.tokenize("The quick brown fox"), gen))[-1]
+                results.append((res.tokens, runner.stats()))
+            finally:
+                runner.close()
+            assert target.is_file() and load_counts(path)
+        (t1, s1), (t2, s2) = results
+        assert "warm_start_experts" not in s1 and s2["warm_start_experts"] > 0
+        assert t2 == t1
+        assert sorted(p.name for p in tmp_path.iterdir()) == before   # nothing written beside the model
+        assert not target.is_relative_to(tmp_path)
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def test_unreadable_statistics_are_ignored(tmp_path):
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", qtype="Q4_0", **TINY["mixtral-8x7b"])
+    target = stats_path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.write_text("{not json")
+        assert load_counts(path) == {}
+        target.write_text('{"version": 1, "counts": {"0": {"1": "x"}}}')
+        assert load_counts(path) == {}
+    finally:
+        target.unlink(missing_ok=True)
