@@ -12,6 +12,8 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 16G (default: measured)")
     p.add_argument("--ctx", type=int, default=None, help="context size in tokens (default 4096)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the core count)")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="expert streaming: do not seed the expert cache from earlier runs' routing statistics")
 
 
 def load_options_from_args(args: argparse.Namespace):
@@ -21,7 +23,7 @@ def load_options_from_args(args: argparse.Namespace):
 
     cfg = load_config({"gpu_budget": args.gpu_budget, "ram_budget": args.ram_budget, "ctx": args.ctx})
     return LoadOptions(mode=args.mode, ctx=cfg.ctx, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget,
-                       n_threads=args.threads)
+                       n_threads=args.threads, warm_start=getattr(args, "warm_start", True))
 
 
 def resolve_model(model: str | None) -> tuple[str, Path]:
