@@ -43,6 +43,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--configs", default="hypura,mmap,mmap-nr,dio")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--warm-start", action="store_true",
+                    help="let Hypura seed its expert cache from earlier runs' routing statistics (default: "
+                         "off, so every round starts cold like the page cache)")
     args = ap.parse_args()
     cap_bytes = parse_size(args.cap)
     budget = args.ram_budget or str(cap_bytes - (600 << 20))
@@ -53,7 +56,8 @@ def main() -> int:
           f"({size / cap_bytes:.2f}x), disk {bw / 1e9:.2f} GB/s (O_DIRECT, sequential)", flush=True)
     configs = {
         "hypura": lambda cap: run_hypura(args.model, cap, args.n, args.threads,
-                                         ["--mode", args.mode, "--ram-budget", budget, "--ctx", "512"]),
+                                         ["--mode", args.mode, "--ram-budget", budget, "--ctx", "512",
+                                          *(() if args.warm_start else ("--no-warm-start",))]),
         "mmap": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "mmap"]),
         "dio": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "dio"]),
         # without weight repacking, mmap'd weights stay page cache (repacked ones are anonymous memory)
