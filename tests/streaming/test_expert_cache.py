@@ -85,3 +85,53 @@ def test_invalidated_slots_are_read_again():
     c.invalidate([0])
     mapping, to_read = c.lookup(0, [1, 2])
     assert to_read == [(1, 0)] and mapping == {1: 0, 2: 1}
+
+
+class _Reference:
+    """The LFU policy stated plainly (a linear scan per eviction), to check the heap against."""
+
+    def __init__(self, n_slots, decay_every):
+        from collections import OrderedDict
+
+        self.where, self.free, self.freq, self.n, self.decay_every = OrderedDict(), list(range(n_slots - 1, -1, -1)), {}, 0, decay_every
+
+    def lookup(self, layer, experts):
+        wanted = list(dict.fromkeys(experts))
+        self.n += 1
+        if self.n % self.decay_every == 0:
+            self.freq = {k: v >> 1 for k, v in self.freq.items() if v > 1}
+        for e in wanted:
+            self.freq[(layer, e)] = self.freq.get((layer, e), 0) + 1
+        mapping = {}
+        for e in wanted:
+            if (layer, e) in self.where:
+                self.where.move_to_end((layer, e))
+                mapping[e] = self.where[(layer, e)]
+        protected, to_read = set(mapping.values()), []
+        for e in wanted:
+            if e in mapping:
+                continue
+            if self.free:
+                slot = self.free.pop()
+            else:
+                cands = [(self.freq.get(k, 0), i, k) for i, (k, s) in enumerate(self.where.items()) if s not in protected]
+                victim = min(cands)[2]
+                slot = self.where.pop(victim)
+            self.where[(layer, e)] = slot
+            mapping[e] = slot
+            protected.add(slot)
+            to_read.append((e, slot))
+        return mapping, to_read
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lfu_heap_decides_like_the_plain_policy(seed):
+    import random
+
+    rng = random.Random(seed)
+    slots, decay = rng.choice([(3, 7), (8, 50), (20, 4096)])
+    c, ref = ExpertCache(slots, decay_every=decay), _Reference(slots, decay)
+    for _ in range(3000):
+        layer = rng.randrange(6)
+        experts = [min(int(rng.expovariate(0.4)), 15) for _ in range(rng.randint(1, min(3, slots)))]
+        assert c.lookup(layer, experts) == ref.lookup(layer, experts)

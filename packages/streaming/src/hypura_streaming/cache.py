@@ -15,6 +15,7 @@ hit when the expert is already in the cache, a miss when it must be read.
 """
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 
@@ -49,6 +50,11 @@ class ExpertCache:
         self._free = list(range(n_slots - 1, -1, -1))
         self._freq: dict[tuple[int, int], int] = {}
         self._lookups = 0
+        # LFU victims come from a lazy heap of (frequency, recency tick, key): an entry is current only
+        # while its key is cached with that frequency and tick, so stale ones are skipped when popped.
+        self._tick: dict[tuple[int, int], int] = {}
+        self._clock = 0
+        self._heap: list[tuple[int, int, tuple[int, int]]] = []
         self.stats = CacheStats()
 
     def lookup(self, layer: int, experts: list[int]) -> tuple[dict[int, int], list[tuple[int, int]]]:
@@ -66,6 +72,7 @@ class ExpertCache:
             key = (layer, e)
             if key in self._where:
                 self._where.move_to_end(key)
+                self._touch(key)
                 mapping[e] = self._where[key]
         protected = set(mapping.values())
         to_read = []
@@ -74,6 +81,7 @@ class ExpertCache:
                 continue
             slot = self._take_slot(protected)
             self._where[(layer, e)] = slot
+            self._touch((layer, e))
             mapping[e] = slot
             protected.add(slot)
             to_read.append((e, slot))
@@ -88,33 +96,59 @@ class ExpertCache:
         self._lookups += 1
         if self._lookups % self.decay_every == 0:
             self._freq = {k: v >> 1 for k, v in self._freq.items() if v > 1}
+            self._rebuild()
         for e in wanted:
             self._freq[(layer, e)] = self._freq.get((layer, e), 0) + 1
 
     def frequency(self, layer: int, expert: int) -> int:
         return self._freq.get((layer, expert), 0)
 
+    def _touch(self, key: tuple[int, int]) -> None:
+        """`key` was just used or inserted (it is now the most recent): record its heap entry."""
+        self._clock += 1
+        self._tick[key] = self._clock
+        if self.policy == "lfu":
+            heapq.heappush(self._heap, (self._freq.get(key, 0), self._clock, key))
+            if len(self._heap) > 4 * len(self._where) + 64:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._heap = [(self._freq.get(k, 0), self._tick[k], k) for k in self._where]
+        heapq.heapify(self._heap)
+
     def _take_slot(self, protected: set[int]) -> int:
         if self._free:
             return self._free.pop()
-        victim, best = None, None
-        for key, slot in self._where.items():  # least recently used first: ties go to the older
-            if slot in protected:
-                continue
-            if self.policy == "lru":
-                victim = key
-                break
-            f = self._freq.get(key, 0)
-            if best is None or f < best:
-                victim, best = key, f
-        if victim is None:
+        if self.policy == "lru":
+            for key, slot in self._where.items():  # least recently used first
+                if slot not in protected:
+                    del self._where[key]
+                    return slot
             raise AssertionError("unreachable: more protected slots than slots")
-        return self._where.pop(victim)
+        # LFU: least frequently chosen; ties go to the least recently used (the smaller tick)
+        aside = []
+        try:
+            while self._heap:
+                entry = heapq.heappop(self._heap)
+                f, tick, key = entry
+                slot = self._where.get(key)
+                if slot is None or self._tick.get(key) != tick or self._freq.get(key, 0) != f:
+                    continue                       # stale: the key moved, was evicted or counted since
+                if slot in protected:
+                    aside.append(entry)
+                    continue
+                del self._where[key]
+                return slot
+        finally:
+            for entry in aside:
+                heapq.heappush(self._heap, entry)
+        raise AssertionError("unreachable: more protected slots than slots")
 
     def seed(self, counts: dict[tuple[int, int], int]) -> None:
         """Start the frequency counts from earlier runs' routing (warm start)."""
         for key, n in counts.items():
             self._freq[key] = max(self._freq.get(key, 0), int(n))
+        self._rebuild()
 
     def preload(self, keys: list[tuple[int, int]]) -> list[tuple[tuple[int, int], int]]:
         """Place `keys` in free slots, in order, until none is free; not counted as hits or misses.
@@ -126,6 +160,7 @@ class ExpertCache:
             if key not in self._where:
                 slot = self._free.pop()
                 self._where[key] = slot
+                self._touch(key)
                 placed.append((key, slot))
         return placed
 
