@@ -160,3 +160,31 @@ def test_dense_streaming_a_moe_model_is_a_clear_error(models):
             st.load_model()
     finally:
         st.close()
+
+
+def test_a_failed_expert_read_frees_each_staging_buffer_once(models):
+    """Reads of one layer run in parallel; when one fails, the others' pinned/aligned staging buffers go
+    back to the pool exactly once (a buffer queued twice would later take two reads at once)."""
+    from concurrent.futures import Future
+
+    from hypura_streaming import StreamError
+
+    st = ExpertStreamer(models["mixtral-8x7b", "Q4_0"], range(TINY["mixtral-8x7b"]["layers"]), 4)
+    model = st.load_model()
+    try:
+        q = st._staging
+        n0 = q.qsize()
+        kind = next(iter(st.kinds))
+        for order in range(3):
+            a, b = q.get(), q.get()
+            futs = [Future(), Future(), Future()]
+            futs[order].set_exception(StreamError("read failed"))
+            ok = [f for f in futs if not f.done()]
+            ok[0].set_result((kind, a, []))
+            ok[1].set_result((kind, b, []))
+            with pytest.raises(StreamError):
+                st._finish_reads(futs)
+            assert q.qsize() == n0 and len({id(x) for x in q.queue}) == n0
+    finally:
+        model.close()
+        st.close()

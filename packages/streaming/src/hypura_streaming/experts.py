@@ -323,23 +323,8 @@ class ExpertStreamer:
         futs += [self.reader.pool.submit(self._read_expert, layer, kind, e, None, s)
                  for (layer, e), s in l2 for kind in self.kinds]
         try:
-            for f in as_completed(futs):
-                pending = f.result()
-                if pending is not None:
-                    kind, stage, uploads = pending
-                    try:
-                        for src, dst_off, nb in uploads:
-                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
-                    finally:
-                        self._staging.put(stage)
-        except BaseException:
-            for f in futs:   # let every read finish and free its staging, then forget what was placed
-                try:
-                    pending = f.result()
-                    if pending is not None:
-                        self._staging.put(pending[1])
-                except BaseException:  # noqa: BLE001 - the first error is the one raised
-                    pass
+            self._finish_reads(futs)
+        except BaseException:   # forget what was placed
             self.cache.invalidate([s for _, s in l1])
             if self.l2 is not None:
                 self.l2.invalidate([s for _, s in l2])
@@ -374,6 +359,35 @@ class ExpertStreamer:
                 "previous_token": {"accuracy": rate(prev, sel), "misses_covered": rate(miss_prev, miss)},
                 "most_frequent": {"accuracy": rate(hot, sel), "misses_covered": rate(miss_hot, miss)},
                 "acted_on": False}
+
+    def _finish_reads(self, futs: list) -> None:
+        """Wait for expert reads; upload what landed in pinned staging (device) and free the staging.
+        On an error, let every read finish and free its staging exactly once, then raise the first error."""
+        done = set()
+        try:
+            for f in as_completed(futs):
+                done.add(f)
+                pending = f.result()          # a failed read freed its own staging
+                if pending is not None:
+                    kind, stage, uploads = pending
+                    try:
+                        for src, dst_off, nb in uploads:
+                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
+                    finally:
+                        self._staging.put(stage)
+        except BaseException:
+            self._drain(f for f in futs if f not in done)
+            raise
+
+    def _drain(self, futs) -> None:
+        """Let reads finish and free the staging of those nobody will upload."""
+        for f in futs:
+            try:
+                pending = f.result()
+                if pending is not None:
+                    self._staging.put(pending[1])
+            except BaseException:  # noqa: BLE001 - the caller raises the error that matters
+                pass
 
     def _deliver(self, kind: str, src, slot: int) -> None:
         """Copy one expert of one kind from host memory into its cache slot (device: an upload)."""
@@ -428,26 +442,15 @@ class ExpertStreamer:
                 for e, s, l2s in from_disk for kind in self.kinds]
         t0 = time.perf_counter()
         try:
-            for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
-                for kind in self.kinds:
-                    self._deliver(kind, self._l2_ptr(l2s, kind), s)
-            for f in as_completed(futs):
-                pending = f.result()
-                if pending is not None:  # device: upload from pinned staging, then free it
-                    kind, stage, uploads = pending
-                    try:
-                        for src, dst_off, nb in uploads:
-                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
-                    finally:
-                        self._staging.put(stage)
-        except BaseException:
-            for f in futs:  # let every read finish (and free its staging) before forgetting the slots
-                try:
-                    pending = f.result()
-                    if pending is not None:
-                        self._staging.put(pending[1])
-                except BaseException:  # noqa: BLE001 - the first error is the one raised
-                    pass
+            try:
+                for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
+                    for kind in self.kinds:
+                        self._deliver(kind, self._l2_ptr(l2s, kind), s)
+            except BaseException:
+                self._drain(futs)
+                raise
+            self._finish_reads(futs)
+        except BaseException:   # the slots being filled hold nothing usable
             self.cache.invalidate([s for _, s in to_read])
             if self.l2 is not None:
                 self.l2.invalidate([l2s for _, _, l2s in from_disk])
