@@ -3,26 +3,13 @@ directory (never beside the model), read at load, and it changes which reads hap
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-import hypura_llama as h
 from hypura_engine import GenerateOptions, LoadOptions, Runner
 from hypura_engine.routing_stats import load_counts, stats_path
 from hypura_llama import SamplingOptions
 from hypura_placement.synthetic import TINY, write_synthetic
 from hypura_streaming import ExpertStreamer
-
-
-def _greedy(model, filt, ubatch, n=10):
-    with h.LlamaContext(model, h.ContextParams(n_ctx=128, n_batch=ubatch, n_ubatch=ubatch), filt) as ctx:
-        toks = model.tokenize("The quick brown fox jumps over the lazy dog")
-        ctx.decode(toks, 0)
-        out, logits = [], []
-        for i in range(n):
-            logits.append(ctx.logits().copy())
-            out.append(int(np.argmax(logits[-1])))
-            ctx.decode([out[-1]], len(toks) + i)
-        return out, np.stack(logits)
+from helpers import greedy_with_logits
 
 
 def test_warm_started_cache_reads_less_and_computes_the_same(tmp_path):
@@ -37,7 +24,7 @@ def test_warm_started_cache_reads_less_and_computes_the_same(tmp_path):
             if phase == "warm":
                 warm = st.warm_start(counts)
                 assert warm["warm_start_experts"] == 8 - 2     # all slots but one token's working set
-            toks, logits = _greedy(model, st.eval_filter, st.max_ubatch)
+            toks, logits = greedy_with_logits(model, st.eval_filter, n=10, ubatch=st.max_ubatch)
             runs[phase] = (toks, logits, st.stats())
             counts = st.routing_counts()
         finally:

@@ -8,6 +8,7 @@ import pytest
 import hypura_llama as h
 from hypura_placement.synthetic import TINY, write_synthetic
 from hypura_streaming import DenseStreamer, ExpertStreamer
+from helpers import greedy_with_logits
 
 MOE = ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "kimi-k2"]
 DENSE = ["llama3-70b", "qwen2.5-14b"]
@@ -24,15 +25,7 @@ def models(tmp_path_factory):
 
 
 def _greedy(model, filt=None, n=8, ubatch=512):
-    with h.LlamaContext(model, h.ContextParams(n_ctx=128, n_batch=ubatch, n_ubatch=ubatch), filt) as ctx:
-        toks = model.tokenize("The quick brown fox jumps over the lazy dog")
-        ctx.decode(toks, 0)
-        out, logits = [], []
-        for i in range(n):
-            logits.append(ctx.logits().copy())
-            out.append(int(np.argmax(logits[-1])))
-            ctx.decode([out[-1]], len(toks) + i)
-        return out, np.stack(logits)
+    return greedy_with_logits(model, filt, n=n, ubatch=ubatch)
 
 
 def _resident(path, ubatch=512, n=8):
