@@ -80,6 +80,9 @@ class ExpertStreamer:
         self._l2_base = None
         self._l2_stride = 0
         self.ram_bytes_uploaded = 0
+        self._decode_bytes = 0
+        self._decode_passes = 0
+        self._decode_pass = -1
         # Prefetch predictors, scored on decode passes (one token) but not acted on: for each layer,
         # [selections, predicted by "the experts this layer chose for the previous token",
         #  predicted by "this layer's n_used most frequent experts", misses, misses either would cover]
@@ -457,6 +460,11 @@ class ExpertStreamer:
             raise
         self.stall_s += time.perf_counter() - t0
         self.expert_bytes_read += len(from_disk) * self._l2_stride
+        if n_tok == 1:   # decode: what the token rate pays (a prompt chunk reads the union of its tokens')
+            self._decode_bytes += len(from_disk) * self._l2_stride
+            if self._decode_pass != self.passes:
+                self._decode_pass = self.passes
+                self._decode_passes += 1
         self.ram_bytes_uploaded += len(from_ram) * self._l2_stride
         lut = np.arange(self.n_expert, dtype=np.int32)
         for e, s in mapping.items():
@@ -484,7 +492,10 @@ class ExpertStreamer:
         return {
             "streamed_layers": len(self.layers), "cache_slots": self.n_slots, "n_expert": self.n_expert,
             "experts_used": self.n_used, "pool_bytes": self.cache_bytes,
-            "bytes_from_disk": read, "disk_bytes_per_token": read / self.passes if self.passes else 0,
+            "bytes_from_disk": read, "disk_bytes_per_pass": read / self.passes if self.passes else 0,
+            # per decoded token: expert bytes read in single-token passes (the prompt's chunks excluded)
+            "disk_bytes_per_token": self._decode_bytes / self._decode_passes if self._decode_passes else 0,
+            "decode_passes": self._decode_passes,
             "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes,
             "experts_loaded": st.misses, "expert_cache_hits": st.hits,
             "expert_cache_hit_rate": round(st.hit_rate, 4),
