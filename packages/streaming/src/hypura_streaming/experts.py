@@ -83,6 +83,7 @@ class ExpertStreamer:
         self._decode_bytes = 0
         self._decode_passes = 0
         self._decode_pass = -1
+        self._pass_is_decode = False
         # Prefetch predictors, scored on decode passes (one token) but not acted on: for each layer,
         # [selections, predicted by "the experts this layer chose for the previous token",
         #  predicted by "this layer's n_used most frequent experts", misses, misses either would cover]
@@ -406,7 +407,8 @@ class ExpertStreamer:
             self._ids[layer] = tensor
             return
         k = self._pos[layer]
-        if k <= self._last_k:
+        first_of_pass = k <= self._last_k
+        if first_of_pass:
             self.passes += 1
             self.reader.check_unchanged()
         self._last_k = k
@@ -414,6 +416,8 @@ class ExpertStreamer:
         if ids_t is None:
             raise StreamError(f"layer {layer}: the router's top-k node was not seen before the expert matmuls")
         n_used, n_tok = int(ids_t.ne[0]), int(ids_t.ne[1])
+        if first_of_pass:   # a prompt chunk narrows to its output rows at the last layer: decide here
+            self._pass_is_decode = n_tok == 1
         if n_tok == 0:  # e.g. the last layer of a prompt chunk whose outputs are not needed
             return
         span = int(lib.ggml_nbytes(ids_t))
@@ -460,7 +464,7 @@ class ExpertStreamer:
             raise
         self.stall_s += time.perf_counter() - t0
         self.expert_bytes_read += len(from_disk) * self._l2_stride
-        if n_tok == 1:   # decode: what the token rate pays (a prompt chunk reads the union of its tokens')
+        if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
             self._decode_bytes += len(from_disk) * self._l2_stride
             if self._decode_pass != self.passes:
                 self._decode_pass = self.passes
