@@ -9,6 +9,7 @@ import pytest
 
 import hypura_llama as h
 from hypura_streaming import DenseStreamer, DirectReader, OwnedLoad, StreamError
+from helpers import greedy_with_logits
 
 PROMPT = "Why is the sky blue? Explain the physics of light scattering in detail."
 N = 16
@@ -16,15 +17,7 @@ N = 16
 
 def _greedy(model, filt=None, n=N, n_batch=512):
     """Greedy tokens and every step's logits; the prompt is decoded as one batch."""
-    with h.LlamaContext(model, h.ContextParams(n_ctx=256, n_batch=n_batch, n_ubatch=n_batch), filt) as ctx:
-        toks = model.tokenize(PROMPT)
-        ctx.decode(toks, 0)
-        out, logits = [], []
-        for i in range(n):
-            logits.append(ctx.logits().copy())
-            out.append(int(np.argmax(logits[-1])))
-            ctx.decode([out[-1]], len(toks) + i)
-        return out, np.stack(logits)
+    return greedy_with_logits(model, filt, n=n, ubatch=n_batch, n_ctx=256, prompt=PROMPT)
 
 
 @pytest.fixture(scope="module")
