@@ -12,6 +12,7 @@ import pytest
 import hypura_llama as h
 from hypura_placement.synthetic import TINY, write_synthetic
 from hypura_streaming import DenseStreamer, DirectReader, ExpertStreamer, OwnedLoad
+from helpers import greedy_with_logits
 
 pytestmark = pytest.mark.gpu
 
@@ -40,15 +41,7 @@ def _greedy(model, filt=None, n=12, ubatch=512, capture=None):
         logger.addHandler(capture)
         logger.setLevel(logging.DEBUG)
     try:
-        with h.LlamaContext(model, h.ContextParams(n_ctx=256, n_batch=ubatch, n_ubatch=ubatch), filt) as ctx:
-            toks = model.tokenize("The quick brown fox jumps over the lazy dog")
-            ctx.decode(toks, 0)
-            out, logits = [], []
-            for i in range(n):
-                logits.append(ctx.logits().copy())
-                out.append(int(np.argmax(logits[-1])))
-                ctx.decode([out[-1]], len(toks) + i)
-            return out, np.stack(logits)
+        return greedy_with_logits(model, filt, n=n, ubatch=ubatch, n_ctx=256)
     finally:
         if capture is not None:
             os.environ.pop("GGML_SCHED_DEBUG", None)

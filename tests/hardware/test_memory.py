@@ -1,6 +1,7 @@
 """cgroup-aware RAM detection: fake /proc and /sys trees of real files, and one real v1 cgroup."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -167,26 +168,35 @@ def _writable_v1_memory_cgroup() -> Path | None:
     return parent if parent.is_dir() and os.access(parent, os.W_OK) else None
 
 
-def test_real_v1_cgroup_limit_is_detected():
-    """A child process placed in a fresh 1 GiB memory cgroup (nested under ours) detects 1 GiB total."""
+@contextlib.contextmanager
+def _v1_cgroup(tag: str, limit: int):
+    """A fresh v1 memory cgroup nested under ours with `limit` bytes, removed afterwards; yields
+    (its path, a preexec_fn that moves the child into it). Skips without root or a v1 hierarchy."""
     parent = _writable_v1_memory_cgroup()
     if parent is None:
         pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
-    group = parent / f"hypura-test-{os.getpid()}"
+    group = parent / f"hypura-test-{tag}-{os.getpid()}"
     try:
         group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(GiB))
+        (group / "memory.limit_in_bytes").write_text(str(limit))
     except OSError as exc:
         pytest.skip(f"cannot create a memory cgroup: {exc}")
+
+    def join() -> None:  # runs in the child before exec
+        (group / "cgroup.procs").write_text(str(os.getpid()))
     try:
-        def join() -> None:  # runs in the child before exec
-            (group / "cgroup.procs").write_text(str(os.getpid()))
+        yield group, join
+    finally:
+        group.rmdir()
+
+
+def test_real_v1_cgroup_limit_is_detected():
+    """A child process placed in a fresh 1 GiB memory cgroup (nested under ours) detects 1 GiB total."""
+    with _v1_cgroup("ram", GiB) as (group, join):
         code = "import json; from hypura_hardware.memory import ram_info; print(json.dumps(ram_info()))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                              preexec_fn=join, check=True).stdout
         ram = json.loads(out)
-    finally:
-        group.rmdir()
     assert ram["total"] == GiB
     assert 0 < ram["available"] < GiB
     assert ram["cgroup"]["version"] == 1 and ram["cgroup"]["path"].endswith(group.name)
@@ -199,15 +209,6 @@ def test_a_profile_cached_outside_a_cgroup_is_reused_inside_it(tmp_path):
     and its RAM figures are the cgroup's, read fresh."""
     from hypura_hardware import fingerprint, ram_info, write_cached
 
-    parent = _writable_v1_memory_cgroup()
-    if parent is None:
-        pytest.skip("needs root and a writable cgroup v1 memory hierarchy")
-    group = parent / f"hypura-test-prof-{os.getpid()}"
-    try:
-        group.mkdir()
-        (group / "memory.limit_in_bytes").write_text(str(GiB))
-    except OSError as exc:
-        pytest.skip(f"cannot create a memory cgroup: {exc}")
     from hypura_hardware.profile import VERSION
 
     devices = [{"name": "CPU", "description": "cpu", "type": "cpu", "memory_total": 1, "memory_free": 1}]
@@ -219,13 +220,9 @@ def test_a_profile_cached_outside_a_cgroup_is_reused_inside_it(tmp_path):
             "p = load_or_measure(devices=json.loads(sys.argv[2]), cache=__import__('pathlib').Path(sys.argv[1]), "
             "progress=False, log=lambda m: print('LOG', m, file=sys.stderr)); "
             "print(json.dumps({'marker': p.get('marker'), 'total': p['ram']['total']}))")
-    try:
-        def join() -> None:
-            (group / "cgroup.procs").write_text(str(os.getpid()))
+    with _v1_cgroup("profile", GiB) as (_, join):
         res = subprocess.run([sys.executable, "-c", code, str(cache), json.dumps(devices)], capture_output=True,
                              text=True, timeout=120, preexec_fn=join)
-    finally:
-        group.rmdir()
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert "re-measuring" not in res.stderr

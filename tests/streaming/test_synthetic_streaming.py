@@ -28,6 +28,15 @@ def _greedy(model, filt=None, n=8, ubatch=512):
     return greedy_with_logits(model, filt, n=n, ubatch=ubatch)
 
 
+def _moe_shape(path) -> tuple[int, int, int]:
+    """(experts per layer, experts used per token, leading dense layers) from the file's metadata."""
+    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
+        meta = m.metadata()
+    arch = meta["general.architecture"]
+    return (int(meta[f"{arch}.expert_count"]), int(meta[f"{arch}.expert_used_count"]),
+            int(meta.get(f"{arch}.leading_dense_block_count", 0)))
+
+
 def _resident(path, ubatch=512, n=8):
     with h.LlamaModel.load(path, h.ModelParams(use_extra_bufts=False)) as m:
         return _greedy(m, n=n, ubatch=ubatch)
@@ -46,11 +55,7 @@ def test_preset_loads_and_generates_in_llama_cpp(models, name, qtype):
 @pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
 def test_expert_streaming_is_bit_identical(models, name, qtype):
     path = models[name, qtype]
-    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
-        meta = m.metadata()
-    arch = meta["general.architecture"]
-    n_exp, n_used = int(meta[f"{arch}.expert_count"]), int(meta[f"{arch}.expert_used_count"])
-    lead = int(meta.get(f"{arch}.leading_dense_block_count", 0))
+    n_exp, n_used, lead = _moe_shape(path)
     slots = max(n_used, n_exp // 2)  # a cache smaller than one layer's experts, shared by every layer
     assert slots < n_exp
     st = ExpertStreamer(path, range(lead, TINY[name]["layers"]), slots)
@@ -75,11 +80,7 @@ def test_cache_larger_than_one_layers_experts(models, name):
     """Slots > n_expert: remapped ids exceed n_expert, so every tensor those ids index (the matmuls and
     llama.cpp's optional per-expert scales the loader fills neutrally) must span the slots."""
     path = models[name, "Q4_0"]
-    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
-        meta = m.metadata()
-    arch = meta["general.architecture"]
-    n_exp = int(meta[f"{arch}.expert_count"])
-    lead = int(meta.get(f"{arch}.leading_dense_block_count", 0))
+    n_exp, _, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
     st = ExpertStreamer(path, layers, n_exp + n_exp // 2)
     model = st.load_model()
@@ -100,9 +101,7 @@ def test_ram_cache_tier_behind_the_expert_cache(models, policy):
     memory): misses of the first tier that hit the second are copied, not read; output bit-identical."""
     path = models["qwen3-30b-a3b", "Q4_0"]
     layers = range(TINY["qwen3-30b-a3b"]["layers"])
-    with h.LlamaModel.load(path, h.ModelParams(vocab_only=True)) as m:
-        n_used = int(m.metadata()["qwen3moe.expert_used_count"])
-        n_exp = int(m.metadata()["qwen3moe.expert_count"])
+    n_exp, n_used, _ = _moe_shape(path)
     st = ExpertStreamer(path, layers, n_used, ram_slots=n_exp * len(layers) // 2, policy=policy)
     model = st.load_model()
     try:

@@ -286,12 +286,9 @@ class ExpertStreamer:
                 src = stage.ptr + (offset + expert * nb - start)
                 if l2_slot is not None:
                     _memmove(self._l2_ptr(l2_slot, kind) + pos, src, nb)
-                if slot is None:
-                    pass
-                elif self.device is None:
-                    dst = self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos
-                    _memmove(dst, src, nb)
-                else:
+                if slot is not None and self.device is None:
+                    _memmove(self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos, src, nb)
+                elif slot is not None:
                     uploads.append((src, slot * stride + pos, nb))
                 pos += nb
         except BaseException:
