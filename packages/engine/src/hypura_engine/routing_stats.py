@@ -32,7 +32,14 @@ def stats_path(model_path: str | os.PathLike) -> Path:
 def load_counts(model_path: str | os.PathLike) -> dict[int, dict[int, int]]:
     """{layer: {expert: count}} from earlier runs of this model ({} if none or unreadable)."""
     try:
-        data = json.loads(stats_path(model_path).read_text())
+        return _read(stats_path(model_path))
+    except OSError:
+        return {}
+
+
+def _read(path: Path) -> dict[int, dict[int, int]]:
+    try:
+        data = json.loads(path.read_text())
         if data.get("version") != VERSION:
             return {}
         return {int(layer): {int(e): int(n) for e, n in row.items()} for layer, row in data["counts"].items()}
@@ -47,7 +54,7 @@ def save_counts(model_path: str | os.PathLike, counts: dict[int, dict[int, int]]
     try:
         path = stats_path(model_path)
         merged: dict[int, dict[int, int]] = {}
-        for layer, row in load_counts(model_path).items():
+        for layer, row in _read(path).items():
             merged[layer] = {e: n // 2 for e, n in row.items() if n // 2 > 0}
         for layer, row in counts.items():
             dst = merged.setdefault(int(layer), {})
