@@ -49,3 +49,19 @@ def test_model_file_is_never_written(tmp_path, default_model):
     res = run_hypura("run", str(p), "--raw", "--temp", "0", "-n", "4", "-p", "hi")
     assert res.returncode == 0, res.stderr
     assert (p.stat().st_size, p.stat().st_mtime_ns, sorted(x.name for x in tmp_path.iterdir())) == before
+
+
+def test_output_piped_into_a_reader_that_leaves(tmp_path):
+    """`hypura inspect --tensors | head -1`: the reader closing the pipe is not an error message."""
+    import subprocess
+
+    from helpers import HYPURA
+    from hypura_placement.synthetic import write_synthetic
+
+    path = write_synthetic(tmp_path / "k.gguf", "kimi-k2", header_only=True)   # ~1,100 tensors: > a pipe's 64 KiB
+    proc = subprocess.Popen([*HYPURA, "inspect", str(path), "--tensors"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 141) and b"Broken pipe" not in err and b"Traceback" not in err, err

@@ -69,6 +69,36 @@ def test_invariants_and_monotonic_in_budget(header_only_models, preset, hw):
     assert prev is not None and prev.predicted_tps > 0
 
 
+@pytest.mark.parametrize("preset,hw,which", [("llama3-70b", "mac-m1max-32g", "gpu"), ("llama3-70b", "cpu-2c-24g", "ram"),
+                                             ("mixtral-8x7b", "rtx4090-64g", "gpu"),
+                                             ("mixtral-8x7b", "rtx4090-64g", "ram"),
+                                             ("mixtral-8x7b", "cpu-2c-24g", "ram")])
+def test_monotonic_across_the_second_slot(header_only_models, preset, hw, which):
+    """Fine steps from the minimum budget over the point where a second slot fits (where a planner that
+    always takes two slots gives up a resident layer or expert cache for nothing it predicts)."""
+    m, spec = inspect_model(header_only_models[preset]), load_hardware(hw)
+    fixed = {"gpu": 9 << 30 if which == "ram" else 0, "ram": 4 << 30 if spec.gpu else 0}
+    if which == "ram" and spec.gpu:       # find the GPU budget's minimum, then sweep RAM above the staging's
+        fixed["gpu"] = 20 << 30
+    def plan_at(b):
+        kw = {"gpu_budget": b, "ram_budget": fixed["ram"]} if which == "gpu" else \
+             {"gpu_budget": fixed["gpu"] if spec.gpu else 0, "ram_budget": b}
+        return plan_placement(m, spec, **kw)
+    lo, hi = 1 << 20, 256 << 30         # the smallest budget that plans (feasibility is monotone)
+    while hi - lo > 4096:
+        mid = (lo + hi) // 2
+        try:
+            plan_at(mid)
+            hi = mid
+        except PlanError:
+            lo = mid
+    low = hi
+    first = plan_at(low)
+    step = max(1, first.slot_bytes // 64)
+    tps = [plan_at(low + k * step).predicted_tps for k in range(3 * 64)]
+    assert all(b >= a for a, b in zip(tps, tps[1:])), [(k, a, b) for k, (a, b) in enumerate(zip(tps, tps[1:])) if b < a][:3]
+
+
 def test_monotonic_in_ram_with_gpu(header_only_models):
     m = inspect_model(header_only_models["llama3-70b"])
     spec = load_hardware("rtx4090-64g")

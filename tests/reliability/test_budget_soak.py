@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from soak import ServeProcess, check, settle, soak
+from soak import ServeProcess, check, request, settle, soak
 
 MiB = 1 << 20
 SLACK = 32 * MiB
@@ -60,7 +60,12 @@ def test_streaming_soak_holds_the_ram_budget(models, baseline_kb, name, mode, sh
     with ServeProcess(models, "--mode", mode, "--ctx", "512", "--threads", "2", "--ram-budget", str(budget)) as s:
         report = soak(s.url, s.pid, name, duration_s=seconds, clients=clients, disconnect_share=hang_up,
                       num_predict=8)
+        _, body = request(s.url, "GET", "/api/ps")
     _report(report)
+    (ps,) = json.loads(body)["models"]            # /api/ps tells where the weights are, as planned
+    tiers = ps["hypura"]["tier_bytes"]
+    assert ps["hypura"]["mode"] == mode and ps["size_vram"] == 0     # no GPU here
+    assert tiers["gpu"] == 0 and tiers["nvme"] > 0 and 0 < tiers["ram"] < budget
     bound_kb = (budget + SLACK) // 1024 + baseline_kb
     print(f"{name}: model {size / MiB:.0f} MiB, budget {budget / MiB:.0f} MiB, worker baseline "
           f"{baseline_kb / 1024:.0f} MiB, worker peak {report['worker_rss_hwm_kb'] / 1024:.0f} MiB "

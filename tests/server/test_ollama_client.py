@@ -68,6 +68,16 @@ def test_format_json_schema_constrains_output(ollama_client):
     assert r.done_reason == "stop"
 
 
+def test_format_json_with_repeat_penalty(ollama_client):
+    """Ollama clients send repeat_penalty (Ollama's default is 1.1) with format: the prompt feeds the
+    penalties, never the grammar (which would reject it and abort the worker)."""
+    for last_n in (64, 0, -1):
+        r = ollama_client.generate(MODEL, "Give me a person as JSON.", format="json",
+                                   options={"temperature": 0, "num_predict": 24, "repeat_penalty": 1.1,
+                                            "repeat_last_n": last_n})
+        assert r.done and r.response.lstrip().startswith("{")
+
+
 def test_embed(ollama_client):
     r = ollama_client.embed(MODEL, ["hello world", "the sky is blue"])
     assert len(r.embeddings) == 2 and len(r.embeddings[0]) == 640
@@ -94,7 +104,10 @@ def test_ps_then_keep_alive_zero_unloads(ollama_client):
 def test_num_ctx_reloads_and_clamps(ollama_client):
     ollama_client.generate(MODEL, "Hi", options={"temperature": 0, "num_predict": 1, "num_ctx": 512})
     assert {m.model: m for m in ollama_client.ps().models}[MODEL].context_length == 512
-    ollama_client.generate(MODEL, "", options={"num_ctx": 10**7}, keep_alive=0)  # clamped, not an error
+    for huge in (10**7, 2**40, 1e300):   # clamped to the model's maximum, not an error
+        ollama_client.generate(MODEL, "", options={"num_ctx": huge})
+        assert {m.model: m for m in ollama_client.ps().models}[MODEL].context_length == 32768
+    ollama_client.generate(MODEL, "", keep_alive=0)
 
 
 def test_unknown_model_is_404(ollama_client):

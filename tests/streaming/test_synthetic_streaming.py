@@ -19,7 +19,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("synthetic")
     out = {}
     for name in MOE + DENSE:
-        for qtype in ("F16", "Q4_0"):
+        for qtype in ("F16", "Q4_0", "Q8_0"):
             out[name, qtype] = write_synthetic(d / f"{name}-{qtype}.gguf", name, qtype=qtype, skew=0.0, **TINY[name])
     return out
 
@@ -43,7 +43,7 @@ def _resident(path, ubatch=512, n=8):
 
 
 @pytest.mark.parametrize("name", MOE + DENSE)
-@pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
+@pytest.mark.parametrize("qtype", ["F16", "Q4_0", "Q8_0"])
 def test_preset_loads_and_generates_in_llama_cpp(models, name, qtype):
     with h.LlamaModel.load(models[name, qtype]) as m:
         toks, logits = _greedy(m, n=4)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler
+from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler, backend_name
 
 from .generation import GenerateOptions, GenerationResult, TextStream
 from .templates import ChatTemplate
@@ -162,8 +162,8 @@ class Runner:
         stream = TextStream(opts.stop)
         limit = opts.num_predict if opts.num_predict >= 0 else self.n_ctx
         with Sampler(self.model, opts.sampling) as sampler:
-            for tok in prompt[-opts.sampling.repeat_last_n:] if opts.sampling.repeat_penalty != 1.0 else ():
-                sampler.accept(tok)
+            last_n = opts.sampling.repeat_last_n
+            sampler.accept_history(prompt if last_n < 0 else prompt[len(prompt) - last_n:] if last_n else ())
             while True:
                 if cancel is not None and cancel.is_set():
                     res.done_reason = "aborted"
@@ -227,7 +227,15 @@ class Runner:
 
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": self.mode, "model_bytes": self.path.stat().st_size}
+        size = self.path.stat().st_size
+        out: dict[str, Any] = {"mode": self.mode, "model_bytes": size}
+        if self.streamer is None:   # llama.cpp's own placement: every layer on the compute device
+            tier = "gpu" if backend_name() != "cpu" else "ram"
+            out["tier_bytes"] = {"gpu": 0, "ram": 0, "nvme": 0, tier: size}
+            out["gpu_bytes"] = size if tier == "gpu" else 0
+        else:                       # weights per tier as planned; GPU memory incl. slots, caches, KV
+            out["tier_bytes"] = {t: int(self.plan.tiers.get(t, 0)) for t in ("gpu", "ram", "nvme")}
+            out["gpu_bytes"] = int(self.plan.used("gpu")) if self.plan.compute_tier == "gpu" else 0
         if self.plan is not None:
             out["predicted_tps"] = round(self.plan.predicted_tps, 4)
             out["planned_mode"] = self.plan.mode

@@ -55,8 +55,8 @@ def primary_gpu(devices: list[dict]) -> dict | None:
 def measure_upload_bps(device: dict | None) -> float | None:
     """Host→device upload bandwidth (pinned staging → device memory) in bytes/s; None without a GPU.
 
-    Hook for the binding: uses ``hypura_llama.measure_upload_bandwidth(device_name)`` once it
-    exists; until then (or on a CPU-only machine) returns None.
+    Measured by ``hypura_llama.measure_upload_bandwidth`` (256 MiB copies, best of four); None when
+    the device has no pinned host memory or the binding lacks the measurement.
     """
     if device is None:
         return None

@@ -9,7 +9,7 @@ The profile is a plain dict, the shape ``hypura_placement.hardware_spec.Hardware
                  {name, description, type, memory_total, memory_free, bandwidth (None: not measured)}
     ram          {total, available, physical_total, bandwidth, cgroup (None or the binding limit)}
     disk         {seq_read_bps, rand_read_bps, direct_io, path, file_bytes, reads: [per-pattern table]}
-    upload_bps   host→GPU bytes/s, None without a GPU (or until the binding can measure it)
+    upload_bps   host→GPU bytes/s (pinned → device memory, measured), None without a GPU
     cpu          {cores, model, arch, flops}
     devices      every ggml backend device
     version, models_dir, fingerprint, measure_seconds, refreshed_at

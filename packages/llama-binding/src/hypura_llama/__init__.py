@@ -5,7 +5,7 @@ context managers (LlamaModel, LlamaContext, Sampler, Buffer) → used by hypura_
 hypura_engine. llama.cpp's log goes to the `llama.cpp` logger (quiet by default).
 """
 from ._lib import ffi, lib
-from .backend import Buffer, BufferType, Device, devices, gpu_devices, list_devices
+from .backend import Buffer, BufferType, Device, devices, gpu_devices, list_devices, measure_upload_bandwidth
 from .context import ContextParams, LlamaContext, default_threads
 from .errors import DecodeError, LlamaError
 from .evalcb import NOTE, SPLIT, EvalFilter, tensor_name
@@ -31,5 +31,5 @@ __all__ = [
     "Buffer", "BufferType", "ContextParams", "DecodeError", "Device", "EvalFilter", "LOAD_MODES",
     "LlamaContext", "LlamaError", "LlamaModel", "ModelParams", "NOTE", "SPLIT", "Sampler",
     "SamplingOptions", "backend_name", "default_threads", "devices", "ffi", "gpu_devices", "lib",
-    "list_devices", "system_info", "tensor_name",
+    "list_devices", "measure_upload_bandwidth", "system_info", "tensor_name",
 ]

@@ -1,6 +1,7 @@
 """ggml backend devices, buffer types and buffers."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ._lib import cstr, ffi, lib
@@ -60,6 +61,35 @@ def list_devices() -> list[dict]:
 
 def gpu_devices() -> list[Device]:
     return [d for d in devices() if d.type in ("gpu", "igpu")]
+
+
+def measure_upload_bandwidth(device_name: str, size: int = 256 << 20, repeats: int = 4) -> float | None:
+    """Host→device bandwidth in bytes/s of `device_name`: a pinned host buffer (the device's host buffer
+    type, what streaming stages through) copied into device memory with ggml_backend_tensor_set, the best of
+    `repeats` copies after one warm-up. None for a device without pinned host memory (the CPU)."""
+    dev = next((d for d in gpu_devices() if d.name == device_name), None)
+    host = dev.host_buffer_type if dev is not None else None
+    if host is None:
+        return None
+    size -= size % 4
+    params = ffi.new("struct ggml_init_params *", {"mem_size": 1 << 16, "mem_buffer": ffi.NULL, "no_alloc": True})
+    ctx = lib.ggml_init(params[0])
+    if ctx == ffi.NULL:
+        raise LlamaError("ggml_init failed")
+    try:
+        with host.allocate(size) as src, dev.buffer_type.allocate(size) as dst:
+            t = lib.ggml_new_tensor(ctx, lib.GGML_TYPE_F32, 1, ffi.new("int64_t[1]", [size // 4]))
+            t.buffer, t.data = dst.handle, lib.ggml_backend_buffer_get_base(dst.handle)
+            data = lib.ggml_backend_buffer_get_base(src.handle)
+            lib.ggml_backend_tensor_set(t, data, 0, size)       # warm-up: the driver's first-use costs
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                lib.ggml_backend_tensor_set(t, data, 0, size)   # synchronous: returns when the copy is done
+                times.append(time.perf_counter() - t0)
+            return size / min(times)
+    finally:
+        lib.ggml_free(ctx)
 
 
 class BufferType:

@@ -37,12 +37,14 @@ class Sampler:
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = True
         self.handle = lib.llama_sampler_chain_init(params)
+        self._penalties = None   # owned by the chain; kept to feed it the prompt (accept_history)
         try:
             penalised = opts.repeat_penalty != 1.0 or opts.presence_penalty or opts.frequency_penalty
             if penalised and opts.repeat_last_n != 0:
                 last_n = model.n_ctx_train if opts.repeat_last_n < 0 else opts.repeat_last_n
-                self._add(lib.llama_sampler_init_penalties(model.n_vocab, last_n, opts.repeat_penalty,
-                                                           opts.frequency_penalty, opts.presence_penalty))
+                self._penalties = lib.llama_sampler_init_penalties(model.n_vocab, last_n, opts.repeat_penalty,
+                                                                   opts.frequency_penalty, opts.presence_penalty)
+                self._add(self._penalties)
             if opts.grammar:
                 g = lib.llama_sampler_init_grammar(model.vocab, opts.grammar.encode(), b"root")
                 if g == ffi.NULL:
@@ -81,6 +83,13 @@ class Sampler:
     def accept(self, token: int) -> None:
         lib.llama_sampler_accept(self.handle, token)
 
+    def accept_history(self, tokens) -> None:
+        """Feed earlier tokens (the prompt) to the repetition penalties only, as llama.cpp's server
+        does: a grammar must not see them (it would reject tokens outside its language and throw)."""
+        if self._penalties is not None:
+            for tok in tokens:
+                lib.llama_sampler_accept(self._penalties, tok)
+
     def reset(self) -> None:
         lib.llama_sampler_reset(self.handle)
 
@@ -88,6 +97,7 @@ class Sampler:
         if self.handle is not None:
             lib.llama_sampler_free(self.handle)
             self.handle = None
+            self._penalties = None
 
     def __enter__(self) -> Sampler:
         return self

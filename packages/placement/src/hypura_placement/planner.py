@@ -19,9 +19,11 @@ Real routing is skewed (a minority of experts takes most selections), so real hi
 Algorithm. (1) The always-resident part (attention, norms, router, shared experts, output, other; the
 embedding in RAM) goes on the compute tier with the KV cache and compute buffers (``resident_overhead``,
 from llama.cpp's no_alloc dry run, or the formula in :func:`estimate_overhead`). If every weight fits:
-``full-resident``. (2) Otherwise a slot pool (two slots if they fit, else one: a slot is the largest
-streamed unit, a dense layer's FFN or ``n_used`` experts of a layer) is reserved; if even one does not fit,
-:class:`PlanError` gives the minimum. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
+``full-resident``. (2) Otherwise a slot pool is reserved (a slot is the largest streamed unit, a dense
+layer's FFN or ``n_used`` experts of a layer); if even one does not fit, :class:`PlanError` gives the
+minimum. Steps (3)-(4) run with one slot and, if it fits, with two, and the faster plan is kept: a second
+slot lets the next layer's read overlap compute (one slot: reads and compute are serial, the prediction is
+their sum) but takes the space of a resident layer or of expert cache. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
 are sorted by *touched bytes per token per byte* (density: 1 for dense FFN, n_used/n_expert for experts),
 ties by layer, and packed greedily: compute tier first, then RAM, the rest on NVMe (a unit that does not
 fit is skipped, smaller later ones may still fit). Routed-expert layers are not packed whole: once
@@ -180,9 +182,27 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             f"{what} budget {cap_c} bytes ({cap_c / GiB:.2f} GiB) is too small for {m.path}: the always-resident "
             f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
             f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
-    n_slots = 2 if cap_c >= minimum + slot else 1
+    plans, error = [], None
+    for n_slots in (1, 2) if cap_c >= minimum + slot else (1,):
+        try:
+            plans.append(_place(dict(plan.to_dict()), m, hw, units, dict(tiers), n_slots, slot, cap_c, core_c,
+                                overhead, ram_b, emb_ram, emb_copy, has_gpu))
+        except PlanError as exc:
+            error = error or exc
+    if not plans:
+        raise error
+    # a second slot lets reads overlap compute but costs a resident layer (or expert cache): keep the faster
+    return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
+
+
+def _place(base: dict, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str], n_slots: int,
+           slot: int, cap_c: int, core_c: int, overhead: int, ram_b: int, emb_ram: int, emb_copy: int,
+           has_gpu: bool) -> Plan:
+    """Steps (3)-(4) with a pool of `n_slots` slots."""
+    plan = Plan.from_dict(base)
+    ctier = plan.compute_tier
     if has_gpu and n_slots == 2 and ram_b - emb_ram < 2 * slot:   # each VRAM slot has pinned staging
-        n_slots = 1
+        raise PlanError(f"RAM budget {ram_b} bytes cannot stage two slots of {slot} bytes")
     left_c = cap_c - core_c - overhead - n_slots * slot
     for staging in ((0, n_slots * slot) if has_gpu else (0,)):   # pinned staging: one per VRAM slot
         left_r = ram_b - emb_ram - staging if has_gpu else 0
@@ -286,9 +306,10 @@ def _predict(plan: Plan, m: ModelInfo, hw: HardwareSpec, ebytes: int) -> None:
     times = {"compute": max(t_mem, t_flops), "disk": plan.nvme_bytes_per_token / disk_bps}
     if plan.compute_tier == "gpu":
         times["upload"] = (plan.ram_bytes_per_token + plan.nvme_bytes_per_token) / (hw.upload_bps or 12e9)
-    t = max(times.values())
+    serial = sum(times.values())
+    # one dense slot: the next layer's read waits until the current layer has computed (no overlap)
+    t = serial if plan.n_slots == 1 and plan.mode == "dense-ffn-streaming" else max(times.values())
     plan.seconds_per_token = times
     plan.bottleneck = max(times, key=lambda k: (times[k], k))
     plan.predicted_tps = 1.0 / t if t > 0 else math.inf
-    serial = sum(times.values())
     plan.predicted_tps_serial = 1.0 / serial if serial > 0 else math.inf

@@ -13,7 +13,6 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from hypura_engine import ModelNotFound
-from hypura_llama import backend_name
 
 from . import __version__
 from .durations import FOREVER, from_timestamp
@@ -80,15 +79,14 @@ def show() -> Response:
 
 @bp.route("/api/ps", methods=["GET"])
 def ps() -> Response:
-    gpu = backend_name() != "cpu"
-    models = []
+    models = []   # the workers report their GPU use: this process never initialises a GPU backend
     for slot in state().manager.loaded():
         runner = slot.runner
         if runner is None:
             continue
         info = _info(slot.entry)
         extra = runner.stats()
-        size_vram = int(extra.get("gpu_bytes", info.size if gpu and extra.get("mode") == "resident" else 0))
+        size_vram = int(extra.get("gpu_bytes", 0))
         expires = slot.expires_at if slot.expires_at != FOREVER else time.time() + 100 * 365 * 86400
         models.append({"name": slot.entry.name, "model": slot.entry.name, "size": info.size,
                        "digest": digest(slot.entry, info), "details": details(info),

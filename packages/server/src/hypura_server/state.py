@@ -15,7 +15,7 @@ from .errors import APIError, bad_request
 from .manager import ModelManager
 
 _OVERRIDES = "hypura-modelfiles.json"
-MAX_CTX = 1 << 24                     # no model has a longer context; larger num_ctx values are input errors
+MAX_CTX = 1 << 24                     # no model has a longer context: larger num_ctx values are clamped
 _lock = threading.Lock()
 
 
@@ -92,8 +92,10 @@ def options(body: dict[str, Any], grammar: str | None = None,
     merged = {**(defaults or {}), **(opts or {})}
     num_ctx = merged.get("num_ctx")
     if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, (int, float))
-                                or not 1 <= num_ctx <= MAX_CTX):
-        raise bad_request(f"option 'num_ctx' must be a number from 1 to {MAX_CTX}")
+                                or not num_ctx >= 1):
+        raise bad_request("option 'num_ctx' must be a positive number")
+    if num_ctx is not None:
+        num_ctx = min(num_ctx, MAX_CTX)   # clamped (then to the model's maximum), as Ollama does
     try:
         return GenerateOptions.from_ollama(merged, grammar=grammar), None if num_ctx is None else int(num_ctx)
     except (ValueError, OverflowError) as exc:   # OverflowError: 1e400 (inf) where an integer belongs
