@@ -37,6 +37,33 @@ def test_hand_computed_trace_lfu():
     assert c.frequency(0, 1) == 3 and c.frequency(1, 3) == 0
 
 
+def test_hand_computed_trace_with_speculative_reads():
+    """`reserve` places a guess without counting it; its first use counts as prefetched (read, not a hit);
+    a guess never takes a protected slot, and an unused guess is an ordinary eviction candidate."""
+    c = ExpertCache(3, policy="lru")
+    assert c.lookup(0, [1, 2]) == ({1: 0, 2: 1}, [(1, 0), (2, 1)])
+    # layer 0 computes on slots 0, 1: a guess for layer 1 takes the free slot 2
+    assert c.reserve(1, 5, protected={0, 1}) == 2
+    assert c.reserve(1, 5, protected={0, 1}) is None          # already placed
+    assert c.reserve(1, 6, protected={0, 1, 2}) is None       # every slot busy: no guess
+    # layer 1 needs 5 (the guess: prefetched) and 7 (a miss; LRU victim (0,1) in slot 0, slot 2 protected)
+    assert c.lookup(1, [5, 7]) == ({5: 2, 7: 0}, [(7, 0)])
+    assert (c.stats.hits, c.stats.misses, c.stats.prefetched) == (0, 3, 1)
+    assert c.lookup(1, [5]) == ({5: 2}, [])                   # its second use is a plain hit
+    assert (c.stats.hits, c.stats.misses, c.stats.prefetched) == (1, 3, 1)
+    assert c.stats.hit_rate == pytest.approx(1 / 5)
+    assert c.stats.hit_rate_by_layer() == {0: 0.0, 1: pytest.approx(1 / 3)}
+    # a wrong guess (never looked up) is evicted like anything else; a failed one is forgotten
+    assert c.reserve(0, 9, protected={2}) == 1                # LRU victim (0,2) in slot 1; LRU: (1,7) (1,5) (0,9)
+    assert c.lookup(0, [3]) == ({3: 0}, [(3, 0)])             # evicts (1,7)
+    assert c.lookup(0, [8]) == ({8: 2}, [(8, 2)])             # evicts (1,5)
+    assert c.lookup(0, [10]) == ({10: 1}, [(10, 1)])          # evicts the unused guess (0,9)
+    assert (0, 9) not in c and c.stats.prefetched == 1
+    assert c.reserve(0, 4, protected=set()) == 0 and (0, 4) in c
+    c.invalidate([0])
+    assert (0, 4) not in c and c.lookup(0, [4]) == ({4: 0}, [(4, 0)])
+
+
 def test_counts_decay_so_the_hot_set_can_move():
     c = ExpertCache(2, decay_every=4)
     for _ in range(3):

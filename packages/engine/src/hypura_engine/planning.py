@@ -79,8 +79,9 @@ def _gpu_device():
     return devs[0] if devs else None
 
 
-def open_streamer(path: str | Path, plan, info, mode: str):
-    """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream')."""
+def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = False):
+    """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream'); `prefetch`: the
+    expert streamer's guessed reads."""
     from hypura_streaming import DenseStreamer, ExpertStreamer
 
     nvme = plan.streamed_layers.get("nvme", [])
@@ -107,5 +108,5 @@ def open_streamer(path: str | Path, plan, info, mode: str):
         slots = cached + (plan.n_slots * plan.slot_bytes) // ebytes
         ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if device is not None else 0
         return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device,
-                              ram_slots=ram_slots)
+                              ram_slots=ram_slots, prefetch=prefetch)
     raise ValueError(f"unknown streaming mode {mode!r}")

@@ -33,6 +33,7 @@ class LoadOptions:
     embeddings: bool = False
     use_extra_bufts: bool = True       # CPU weight repacking (resident loads)
     warm_start: bool = True            # expert streaming: seed the expert cache from earlier runs' routing
+    prefetch: bool = False             # expert streaming: read guessed next-layer experts early
 
 
 class Runner:
@@ -60,7 +61,7 @@ class Runner:
             self.plan, info = plan_for(self.path, opts)
             self.mode = MODE_OF_PLAN[self.plan.mode] if opts.mode == "auto" else opts.mode
             if self.mode != "resident":
-                self.streamer = open_streamer(self.path, self.plan, info, self.mode)
+                self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch)
         if self.streamer is None:
             self.model = LlamaModel.load(self.path, ModelParams(n_gpu_layers=-1, load_mode="mmap",
                                                                 use_extra_bufts=opts.use_extra_bufts))

@@ -11,7 +11,9 @@ capacity / experts served, the planner's model. ``lru`` is kept for comparison.
 
 Pure Python and deterministic, so its numbers can be checked against a hand-computed trace.
 A *selection* is one (layer, expert) a forward pass needs (distinct per layer and pass); it is a
-hit when the expert is already in the cache, a miss when it must be read.
+hit when the expert is already in the cache, a miss when it must be read, and *prefetched* when it is
+in the cache because a speculative read (``reserve``) put it there for this use: read from disk all the
+same, so it never counts as a hit.
 """
 from __future__ import annotations
 
@@ -24,15 +26,16 @@ from dataclasses import dataclass, field
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    by_layer: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))  # [hits, misses]
+    prefetched: int = 0    # selections served by a speculative read (not hits: they were read)
+    by_layer: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0]))
 
     @property
     def hit_rate(self) -> float:
-        total = self.hits + self.misses
+        total = self.hits + self.misses + self.prefetched
         return self.hits / total if total else 0.0
 
     def hit_rate_by_layer(self) -> dict[int, float]:
-        return {layer: (h / (h + m) if h + m else 0.0) for layer, (h, m) in sorted(self.by_layer.items())}
+        return {layer: (h / (h + m + p) if h + m + p else 0.0) for layer, (h, m, p) in sorted(self.by_layer.items())}
 
 
 class ExpertCache:
@@ -55,7 +58,11 @@ class ExpertCache:
         self._tick: dict[tuple[int, int], int] = {}
         self._clock = 0
         self._heap: list[tuple[int, int, tuple[int, int]]] = []
+        self._prefetched: set[tuple[int, int]] = set()   # reserved by a speculative read, not looked up since
         self.stats = CacheStats()
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._where
 
     def lookup(self, layer: int, experts: list[int]) -> tuple[dict[int, int], list[tuple[int, int]]]:
         """Slots for the distinct `experts` one layer needs now.
@@ -68,12 +75,16 @@ class ExpertCache:
                              f"{self.n_slots} slots")
         self._count(layer, wanted)
         mapping: dict[int, int] = {}
+        prefetched = 0
         for e in wanted:  # hits first, so they are protected from this layer's evictions
             key = (layer, e)
             if key in self._where:
                 self._where.move_to_end(key)
                 self._touch(key)
                 mapping[e] = self._where[key]
+                if key in self._prefetched:
+                    self._prefetched.discard(key)
+                    prefetched += 1
         protected = set(mapping.values())
         to_read = []
         for e in wanted:
@@ -85,12 +96,29 @@ class ExpertCache:
             mapping[e] = slot
             protected.add(slot)
             to_read.append((e, slot))
-        hits, misses = len(wanted) - len(to_read), len(to_read)
+        hits, misses = len(wanted) - len(to_read) - prefetched, len(to_read)
         self.stats.hits += hits
         self.stats.misses += misses
-        self.stats.by_layer[layer][0] += hits
-        self.stats.by_layer[layer][1] += misses
+        self.stats.prefetched += prefetched
+        row = self.stats.by_layer[layer]
+        row[0], row[1], row[2] = row[0] + hits, row[1] + misses, row[2] + prefetched
         return mapping, to_read
+
+    def reserve(self, layer: int, expert: int, protected: set[int]) -> int | None:
+        """A slot for a speculative read of (layer, expert), evicting by the policy but never a slot in
+        `protected`; not counted as a hit, miss or use. None when the expert is cached already or every
+        slot is protected. The key is cached from now on: the caller fills the slot before anyone looks
+        it up, or `invalidate`s it."""
+        key = (layer, expert)
+        if key in self._where or (not self._free and len(protected) >= self.n_slots):
+            return None
+        if not self._free and self.policy == "lfu" and self._victim_frequency(protected) >= self._freq.get(key, 0):
+            return None           # a guess never displaces an expert chosen at least as often
+        slot = self._take_slot(protected)
+        self._where[key] = slot
+        self._touch(key)
+        self._prefetched.add(key)
+        return slot
 
     def _count(self, layer: int, wanted: list[int]) -> None:
         self._lookups += 1
@@ -123,6 +151,7 @@ class ExpertCache:
             for key, slot in self._where.items():  # least recently used first
                 if slot not in protected:
                     del self._where[key]
+                    self._prefetched.discard(key)
                     return slot
             raise AssertionError("unreachable: more protected slots than slots")
         # LFU: least frequently chosen; ties go to the least recently used (the smaller tick)
@@ -138,11 +167,16 @@ class ExpertCache:
                     aside.append(entry)
                     continue
                 del self._where[key]
+                self._prefetched.discard(key)
                 return slot
         finally:
             for entry in aside:
                 heapq.heappush(self._heap, entry)
         raise AssertionError("unreachable: more protected slots than slots")
+
+    def _victim_frequency(self, protected: set[int]) -> int:
+        """The frequency of the expert LFU would evict now (the smallest among unprotected current entries)."""
+        return min((self._freq.get(k, 0) for k, s in self._where.items() if s not in protected), default=0)
 
     def seed(self, counts: dict[tuple[int, int], int]) -> None:
         """Start the frequency counts from earlier runs' routing (warm start)."""
@@ -173,5 +207,6 @@ class ExpertCache:
         bad = set(slots)
         for key in [k for k, s in self._where.items() if s in bad]:
             del self._where[key]
+            self._prefetched.discard(key)
         held = set(self._where.values())
         self._free.extend(s for s in sorted(bad) if s not in held and s not in self._free)

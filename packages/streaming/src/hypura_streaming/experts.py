@@ -13,17 +13,27 @@ Two cache tiers when the cache is on a GPU: the device cache (`n_slots` experts 
 RAM cache (`ram_slots` experts in pinned host memory, its own frequency-aware ExpertCache). A device miss
 that hits in RAM is one upload; a miss in both is read from NVMe into pinned staging, uploaded, and kept
 in RAM. (The RAM tier also works with a host cache, for tests: then it is a second copy in RAM.)
+
+Prefetch (opt-in: measured not to pay on the machines we have, docs/BENCHMARKS.md). Reads wait for the
+router, so without a guess the disk idles while a layer computes. At layer
+L's split the streamer guesses the next streamed layer's experts — that layer's router (llama.cpp's resident
+weights) applied to layer L's FFN input rescaled by the two layers' FFN-norm weights, since the residual
+stream changes little from one layer to the next — and reads the guesses it does not hold into slots that
+layer L is not using, in 4 MiB pieces on their own threads. At the next layer's split, guesses the router
+did not choose stop at the next piece (their slots are emptied unless the read finished), and the right
+ones are waited for like any read. A guess only moves a read earlier: a wrong one costs disk time and a
+cache slot, never a wrong token. A selection served by a prefetch counts as read, not as a cache hit.
 """
 from __future__ import annotations
 
 import ctypes
-import heapq
 import logging
 import queue
 import re
+import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterable
 
 import numpy as np
@@ -35,8 +45,30 @@ from .directio import DirectReader, StreamError, align_up, aligned_span
 from .loader import AlignedBuffer, OwnedLoad
 
 log = logging.getLogger(__name__)
-PREDICT_EVERY = 4
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
+SPEC_CHUNK = 4 << 20    # speculative reads go in pieces this size: a wrong guess stops within one piece
+SPEC_THREADS = 3
+
+
+class _Abandoned(Exception):
+    """A speculative read stopped because the router chose other experts."""
+
+
+def _f32(t) -> np.ndarray:
+    """A resident weight as flat float32: a view of llama.cpp's host F32 memory, else a converted copy."""
+    nbytes = int(lib.ggml_nbytes(t))
+    if t.type == lib.GGML_TYPE_F32 and t.buffer != ffi.NULL and lib.ggml_backend_buffer_is_host(t.buffer):
+        return np.frombuffer(ffi.buffer(ffi.cast("char *", t.data), nbytes), dtype=np.float32)
+    raw = bytearray(nbytes)
+    lib.ggml_backend_tensor_get(t, ffi.from_buffer(raw), 0, nbytes)
+    if t.type == lib.GGML_TYPE_F32:
+        return np.frombuffer(raw, dtype=np.float32)
+    if t.type == lib.GGML_TYPE_F16:
+        return np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    return dequantize(np.frombuffer(raw, dtype=np.uint8), GGMLQuantizationType(int(t.type))).astype(np.float32).ravel()
 
 
 def _memmove(dst, src, n: int) -> None:
@@ -61,9 +93,12 @@ class ExpertStreamer:
     """Streams the routed experts of `layers` through a cache of `n_slots` experts."""
 
     def __init__(self, path, layers: Iterable[int], n_slots: int, io_threads: int = 8,
-                 direct_io: bool = True, device=None, ram_slots: int = 0, policy: str = "lfu") -> None:
+                 direct_io: bool = True, device=None, ram_slots: int = 0, policy: str = "lfu",
+                 prefetch: bool = False) -> None:
         """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
-        `ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" | "lru"."""
+        `ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" | "lru".
+        `prefetch`: guess and read the next layer's experts while a layer computes (off by default: it did
+        not pay where measured, docs/BENCHMARKS.md)."""
         self.device = device
         self._vram = None
         self._kind_tensor: dict[str, object] = {}
@@ -80,16 +115,21 @@ class ExpertStreamer:
         self._l2_base = None
         self._l2_stride = 0
         self.ram_bytes_uploaded = 0
-        self._decode_bytes = 0
+        self._decode_bytes = 0       # bytes read during single-token passes (speculative reads included)
+        self._needed_bytes = 0       # ... of experts a decode pass needed and did not hold (misses + prefetched)
         self._decode_passes = 0
         self._decode_pass = -1
         self._pass_is_decode = False
-        # Prefetch predictors, scored on decode passes (one token) but not acted on: for each layer,
-        # [selections, predicted by "the experts this layer chose for the previous token",
-        #  predicted by "this layer's n_used most frequent experts", misses, misses either would cover]
-        self._prev_choice: dict[int, set[int]] = {}
-        self._pred = [0, 0, 0, 0, 0, 0]   # scored on every PREDICT_EVERY-th pass: this runs in the eval
-                                          # callback, and ranking n_expert counts is not free
+        self._mark = 0               # reader.bytes_read at the end of the last split
+        self.prefetch = prefetch
+        self._look: dict[int, tuple] = {}      # layer -> (router [n_expert, n_embd], bias, probs bias)
+        self._ratio: dict[int, np.ndarray] = {}  # layer -> next layer's FFN-norm weight / this layer's
+        self._next: dict[int, int] = {}
+        self._sigmoid = False
+        self._spec: dict[tuple[int, int], tuple[int, list, threading.Event]] = {}  # (layer, e) -> slot, futures
+        self._guessed: dict[int, list[int]] = {}
+        self._spec_pool: ThreadPoolExecutor | None = None
+        self._pf = {"guesses": 0, "right": 0, "reads": 0, "abandoned": 0}
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}
         self.eval_filter = EvalFilter(self._on_node)
@@ -135,6 +175,7 @@ class ExpertStreamer:
         try:
             model = owned.load(params)
             self._layout(owned)
+            self._setup_guess(owned, model.metadata())
         except BaseException:
             owned.close()
             if "model" in locals():
@@ -146,11 +187,35 @@ class ExpertStreamer:
             model.close()
             raise ValueError(f"{self.path}: the expert cache ({self.n_slots} slots) must hold at least the "
                              f"{self.n_used} experts one token uses")
-        self._load_bytes = self.reader.bytes_read
+        self._load_bytes = self._mark = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
-        log.info("expert streaming: %d layers, %d experts each, cache of %d slots (%.1f MiB)", len(self.layers),
-                 self.n_expert, self.n_slots, self.cache_bytes / 2**20)
+        log.info("expert streaming: %d layers, %d experts each, cache of %d slots (%.1f MiB), prefetch %s",
+                 len(self.layers), self.n_expert, self.n_slots, self.cache_bytes / 2**20, bool(self._look))
         return model
+
+    def _setup_guess(self, owned: OwnedLoad, meta: dict) -> None:
+        """Router and FFN-norm weights of the streamed layers, for guessing the next layer's experts."""
+        if not self.prefetch or len(self.layers) < 2:
+            return
+        arch = meta.get("general.architecture", "")
+        self._sigmoid = int(meta.get(f"{arch}.expert_gating_func", 0) or 0) == 2
+        look, gamma = {}, {}
+        for layer in self.layers:
+            w = owned.resident.get(f"blk.{layer}.ffn_gate_inp.weight")
+            g = owned.resident.get(f"blk.{layer}.ffn_norm.weight")
+            if w is None or g is None or int(w.ne[1]) != self.n_expert:
+                log.info("expert prefetch off: layer %d has no router/FFN-norm weights in the expected shape", layer)
+                return
+            extra = [owned.resident.get(f"blk.{layer}.{n}") for n in ("ffn_gate_inp.bias", "exp_probs_b.bias")]
+            look[layer] = (_f32(w).reshape(self.n_expert, int(w.ne[0])), *(None if t is None else _f32(t) for t in extra))
+            gamma[layer] = _f32(g)
+        for layer, nxt in zip(self.layers, self.layers[1:]):
+            g = gamma[layer]
+            safe = np.where(g != 0, g, 1.0)
+            self._ratio[layer] = np.where(g != 0, gamma[nxt] / safe, 0.0).astype(np.float32)
+            self._next[layer] = nxt
+        self._look = look
+        self._spec_pool = ThreadPoolExecutor(SPEC_THREADS, thread_name_prefix="hypura-spec")
 
     def _layout(self, owned: OwnedLoad) -> None:
         per_layer: dict[int, dict[str, object]] = defaultdict(dict)
@@ -217,8 +282,8 @@ class ExpertStreamer:
                 self._l2_base = ffi.cast("char *", self._l2_mem.base)
             self.l2 = ExpertCache(self.ram_slots, self.policy)
         self._resize_neutral_side_tensors(owned)
-        largest = max(nb for parts in self.expert_src.values() for _, nb in parts)
-        largest = aligned_span(0, largest)[1] + 4096
+        # one expert of one kind, every part at its own place (a composed gate_up has two)
+        largest = max(sum(align_up(nb) + 4096 for _, nb in parts) for parts in self.expert_src.values())
         for _ in range(self.reader.pool._max_workers):
             if self.device is None:
                 buf = AlignedBuffer(largest)
@@ -271,19 +336,26 @@ class ExpertStreamer:
         return max(1, self.n_slots // max(1, self.n_used))
 
     # -- reading one expert ---------------------------------------------------------------
-    def _read_expert(self, layer: int, kind: str, expert: int, slot: int | None, l2_slot: int | None = None):
+    def _read_expert(self, layer: int, kind: str, expert: int, slot: int | None, l2_slot: int | None = None,
+                     cancel: threading.Event | None = None):
         """Read one expert of one kind into its cache slot (host), or into pinned staging and
         return the pending uploads (device: the decode thread uploads, then frees the staging).
-        With `l2_slot`, the bytes are also kept in that RAM-cache slot; `slot` None: only there."""
+        With `l2_slot`, the bytes are also kept in that RAM-cache slot; `slot` None: only there.
+        With `cancel` (a speculative read): in SPEC_CHUNK pieces, raising _Abandoned once it is set."""
         stride = self.kinds[kind]["stride"]
-        pos = 0
+        pos = at = 0
         uploads = []
         stage = self._staging.get()
         try:
             for offset, nb in self.expert_src[(layer, kind)]:
                 start, length = aligned_span(offset + expert * nb, nb)
-                self.reader.read_into(stage.view[:length], start)
-                src = stage.ptr + (offset + expert * nb - start)
+                piece = length if cancel is None else SPEC_CHUNK
+                for c in range(0, length, piece):
+                    if cancel is not None and cancel.is_set():
+                        raise _Abandoned()
+                    self.reader.read_into(stage.view[at + c:at + min(length, c + piece)], start + c)
+                src = stage.ptr + at + (offset + expert * nb - start)
+                at += length
                 if l2_slot is not None:
                     _memmove(self._l2_ptr(l2_slot, kind) + pos, src, nb)
                 if slot is not None and self.device is None:
@@ -330,36 +402,102 @@ class ExpertStreamer:
             if self.l2 is not None:
                 self.l2.invalidate([s for _, s in l2])
             raise
-        self._load_bytes = self.reader.bytes_read
+        self._load_bytes = self._mark = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
         self._warm = {"warm_start_experts": len(l1), "warm_start_ram_experts": len(l2),
                       "warm_start_s": round(time.perf_counter() - t0, 3)}
         return self._warm
 
-    def _predictions(self, layer: int, chosen: list[int], prev: set[int]) -> tuple[set[int], set[int]]:
-        hot = set(heapq.nsmallest(self.n_used, range(self.n_expert),
-                                  key=lambda e: (-self.cache.frequency(layer, e), e)))
-        self._pred[0] += len(chosen)
-        self._pred[1] += len(prev.intersection(chosen))
-        self._pred[2] += len(hot.intersection(chosen))
-        return prev, hot
+    # -- prefetch: guess the next layer's experts -----------------------------------------------
+    def _guess(self, layer: int, x: np.ndarray) -> tuple[int, list[int]] | None:
+        """(next streamed layer, its likely experts) from layer `layer`'s FFN input `x` (one token)."""
+        nxt = self._next.get(layer)
+        if nxt is None:
+            return None
+        w, bias, probs_b = self._look[nxt]
+        score = w @ (x * self._ratio[layer])
+        if bias is not None:
+            score = score + bias
+        if probs_b is not None:   # selection by probability plus a per-expert bias (deepseek2)
+            if self._sigmoid:
+                prob = 1.0 / (1.0 + np.exp(-score))
+            else:
+                prob = np.exp(score - score.max())
+                prob /= prob.sum()
+            score = prob + probs_b
+        top = np.argpartition(-score, self.n_used - 1)[:self.n_used]
+        return nxt, sorted(int(e) for e in top)
 
-    def _score_misses(self, guess: tuple[set[int], set[int]], missed: list[int]) -> None:
-        prev, hot = guess
-        self._pred[3] += len(missed)
-        self._pred[4] += sum(1 for e in missed if e in prev)
-        self._pred[5] += sum(1 for e in missed if e in hot)
+    def _speculate(self, layer: int, node, busy: set[int]) -> None:
+        """After layer `layer`'s reads: start reading the next layer's guessed experts that are not cached,
+        into slots other than `busy` (this layer's, computing next)."""
+        if node.type != lib.GGML_TYPE_F32 or int(lib.ggml_nbytes(node)) != 4 * int(node.ne[0]):
+            return
+        x = np.empty(int(node.ne[0]), dtype=np.float32)
+        lib.ggml_backend_tensor_get(node, ffi.cast("void *", x.ctypes.data), 0, x.nbytes)
+        guess = self._guess(layer, x)
+        if guess is None:
+            return
+        nxt, experts = guess
+        self._guessed[nxt] = experts
+        for e in experts:
+            if self.l2 is not None and (nxt, e) in self.l2:
+                continue          # a RAM-tier hit is one copy at demand time: no disk time to hide
+            slot = self.cache.reserve(nxt, e, busy)
+            if slot is None:      # cached already, or nothing evictable
+                continue
+            busy.add(slot)
+            cancel = threading.Event()
+            futs = [self._spec_pool.submit(self._read_expert, nxt, kind, e, slot, None, cancel)
+                    for kind in self.kinds]
+            self._spec[(nxt, e)] = (slot, futs, cancel)
+            self._pf["reads"] += 1
+
+    def _settle_guesses(self, layer: int, chosen: set[int]) -> tuple[list, list[int]]:
+        """Before layer `layer` consults the cache: stop every speculative read the router did not ask for
+        (wait for it: it stops within a piece; a slot whose read did not finish is emptied) and return the
+        futures and slots of the right guesses, to be waited for with the layer's own reads."""
+        if layer in self._guessed and self._pass_is_decode:
+            g = self._guessed.pop(layer)
+            self._pf["guesses"] += len(g)
+            self._pf["right"] += len(chosen.intersection(g))
+        if not self._spec:
+            return [], []
+        right = {k: v for k, v in self._spec.items() if k[0] == layer and k[1] in chosen}
+        wrong = [v for k, v in self._spec.items() if k not in right]
+        self._spec = {}
+        for _, _, cancel in wrong:
+            cancel.set()
+        empty = []
+        for slot, futs, _ in wrong:
+            results = []
+            for f in futs:
+                try:
+                    results.append(f.result())
+                except BaseException:  # noqa: BLE001 - abandoned, or an I/O error a demand read would report
+                    results.append(None)
+                    if slot not in empty:
+                        empty.append(slot)
+            for pending in results:   # a finished wrong guess is still a valid cached expert
+                if pending is not None:
+                    if slot in empty:
+                        self._staging.put(pending[1])
+                    else:
+                        self._upload(pending)
+        if empty:
+            self._pf["abandoned"] += len(empty)
+            self.cache.invalidate(empty)
+        return [f for _, futs, _ in right.values() for f in futs], [slot for slot, _, _ in right.values()]
 
     def prefetch_report(self) -> dict:
-        """How well two cheap predictors would have guessed each layer's experts during decode: share of
-        selections guessed, and share of cache misses a prefetch of the guess would have covered."""
-        sel, prev, hot, miss, miss_prev, miss_hot = self._pred
-        def rate(a, b):
-            return round(a / b, 4) if b else 0.0
-        return {"selections": sel, "misses": miss,
-                "previous_token": {"accuracy": rate(prev, sel), "misses_covered": rate(miss_prev, miss)},
-                "most_frequent": {"accuracy": rate(hot, sel), "misses_covered": rate(miss_hot, miss)},
-                "acted_on": False}
+        """How well the guesses did: share of guessed experts the router chose, speculative reads
+        issued, reads that served a selection, and reads stopped because the guess was wrong."""
+        pf = self._pf
+        used = self.cache.stats.prefetched
+        return {"enabled": bool(self._look), "predictor": "next layer's router on this layer's FFN input",
+                "guesses": pf["guesses"], "accuracy": round(pf["right"] / pf["guesses"], 4) if pf["guesses"] else 0.0,
+                "reads": pf["reads"], "used": used, "abandoned": pf["abandoned"],
+                "misses_covered": round(used / (used + self.cache.stats.misses), 4) if used else 0.0}
 
     def _finish_reads(self, futs: list) -> None:
         """Wait for expert reads; upload what landed in pinned staging (device) and free the staging.
@@ -370,15 +508,19 @@ class ExpertStreamer:
                 done.add(f)
                 pending = f.result()          # a failed read freed its own staging
                 if pending is not None:
-                    kind, stage, uploads = pending
-                    try:
-                        for src, dst_off, nb in uploads:
-                            lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
-                    finally:
-                        self._staging.put(stage)
+                    self._upload(pending)
         except BaseException:
             self._drain(f for f in futs if f not in done)
             raise
+
+    def _upload(self, pending) -> None:
+        """Upload what a device read left in pinned staging, then free the staging."""
+        kind, stage, uploads = pending
+        try:
+            for src, dst_off, nb in uploads:
+                lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, dst_off, nb)
+        finally:
+            self._staging.put(stage)
 
     def _drain(self, futs) -> None:
         """Let reads finish and free the staging of those nobody will upload."""
@@ -426,15 +568,10 @@ class ExpertStreamer:
             raise StreamError(f"layer {layer}: router produced expert ids outside [0, {self.n_expert})")
         self.routing[layer].update(ids.ravel().tolist())
         chosen = sorted(set(ids.ravel().tolist()))
-        guess = None
-        if n_tok == 1:
-            prev = self._prev_choice.get(layer, set())
-            self._prev_choice[layer] = set(chosen)
-            if self.passes % PREDICT_EVERY == 0:
-                guess = self._predictions(layer, chosen, prev)
+        spec_futs, spec_slots = self._settle_guesses(layer, set(chosen))
+        used_before = self.cache.stats.prefetched
         mapping, to_read = self.cache.lookup(layer, chosen)
-        if guess is not None:
-            self._score_misses(guess, [e for e, _ in to_read])
+        n_prefetched = self.cache.stats.prefetched - used_before
         from_ram: list[tuple[int, int, int]] = []
         from_disk: list[tuple[int, int, int | None]] = [(e, s, None) for e, s in to_read]
         if self.l2 is not None and to_read:
@@ -444,6 +581,7 @@ class ExpertStreamer:
             from_disk = [(e, s, l2_map[e]) for e, s in to_read if e in missing]
         futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
                 for e, s, l2s in from_disk for kind in self.kinds]
+        futs += spec_futs              # this layer's right guesses, still reading
         t0 = time.perf_counter()
         try:
             try:
@@ -455,14 +593,14 @@ class ExpertStreamer:
                 raise
             self._finish_reads(futs)
         except BaseException:   # the slots being filled hold nothing usable
-            self.cache.invalidate([s for _, s in to_read])
+            self.cache.invalidate([s for _, s in to_read] + spec_slots)
             if self.l2 is not None:
                 self.l2.invalidate([l2s for _, _, l2s in from_disk])
             raise
         self.stall_s += time.perf_counter() - t0
-        self.expert_bytes_read += len(from_disk) * self._l2_stride
+        self.expert_bytes_read += (len(from_disk) + len(spec_slots)) * self._l2_stride
         if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
-            self._decode_bytes += len(from_disk) * self._l2_stride
+            self._needed_bytes += (len(from_disk) + n_prefetched) * self._l2_stride
             if self._decode_pass != self.passes:
                 self._decode_pass = self.passes
                 self._decode_passes += 1
@@ -475,6 +613,12 @@ class ExpertStreamer:
                                                strides=(int(ids_t.nb[1]), int(ids_t.nb[0])))
         view[:] = lut[ids]
         lib.ggml_backend_tensor_set(ids_t, ffi.from_buffer(out), 0, span)
+        if self._look and self._pass_is_decode:
+            self._speculate(layer, tensor, set(mapping.values()))
+        now = self.reader.bytes_read   # since the last split: this layer's reads and the guesses settled here
+        if self._pass_is_decode:
+            self._decode_bytes += now - self._mark
+        self._mark = now
 
     # -- reporting ------------------------------------------------------------------------
     def routing_summary(self) -> dict:
@@ -494,11 +638,14 @@ class ExpertStreamer:
             "streamed_layers": len(self.layers), "cache_slots": self.n_slots, "n_expert": self.n_expert,
             "experts_used": self.n_used, "pool_bytes": self.cache_bytes,
             "bytes_from_disk": read, "disk_bytes_per_pass": read / self.passes if self.passes else 0,
-            # per decoded token: expert bytes read in single-token passes (the prompt's chunks excluded)
+            # per decoded token: bytes read in single-token passes (the prompt's chunks excluded), speculative
+            # reads included; and the bytes of the experts those passes needed and did not hold, the least
+            # any reader must fetch (the physical limit's denominator)
             "disk_bytes_per_token": self._decode_bytes / self._decode_passes if self._decode_passes else 0,
+            "needed_bytes_per_token": self._needed_bytes / self._decode_passes if self._decode_passes else 0,
             "decode_passes": self._decode_passes,
             "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes,
-            "experts_loaded": st.misses, "expert_cache_hits": st.hits,
+            "experts_loaded": st.misses, "expert_cache_hits": st.hits, "experts_prefetched": st.prefetched,
             "expert_cache_hit_rate": round(st.hit_rate, 4),
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
@@ -519,6 +666,13 @@ class ExpertStreamer:
                 "bytes_from_ram": self.ram_bytes_uploaded}
 
     def close(self) -> None:
+        for _, futs, cancel in self._spec.values():
+            cancel.set()
+        self._drain(f for _, futs, _ in self._spec.values() for f in futs)
+        self._spec = {}
+        if self._spec_pool is not None:
+            self._spec_pool.shutdown(wait=True)
+            self._spec_pool = None
         self.reader.close()
         for mem, buf in self._side_bufs:
             if buf is not None:

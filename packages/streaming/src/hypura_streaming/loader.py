@@ -141,6 +141,7 @@ class OwnedLoad:
         self.index = GGUFIndex(path)
         self.is_streamed = is_streamed
         self.streamed: dict[str, object] = {}
+        self.resident: dict[str, object] = {}     # name -> llama.cpp's tensor, for every tensor read now
         self.neutral: list[str] = []
         self.neutral_tensors: dict[str, tuple[object, float]] = {}   # name -> (tensor, value)
         self.bytes_loaded = 0
@@ -193,6 +194,7 @@ class OwnedLoad:
         if self.is_streamed(name):
             self.streamed[name] = t
             return
+        self.resident[name] = t
         if info.parts:
             self._load_composed(t, info)
             return

@@ -14,6 +14,9 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the core count)")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="expert streaming: do not seed the expert cache from earlier runs' routing statistics")
+    p.add_argument("--prefetch", action="store_true",
+                   help="expert streaming: guess the next layer's experts and read them while a layer computes "
+                        "(off by default: measured not to pay, docs/BENCHMARKS.md)")
 
 
 def load_options_from_args(args: argparse.Namespace):
@@ -23,7 +26,8 @@ def load_options_from_args(args: argparse.Namespace):
 
     cfg = load_config({"gpu_budget": args.gpu_budget, "ram_budget": args.ram_budget, "ctx": args.ctx})
     return LoadOptions(mode=args.mode, ctx=cfg.ctx, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget,
-                       n_threads=args.threads, warm_start=getattr(args, "warm_start", True))
+                       n_threads=args.threads, warm_start=getattr(args, "warm_start", True),
+                       prefetch=getattr(args, "prefetch", False))
 
 
 def resolve_model(model: str | None) -> tuple[str, Path]:
