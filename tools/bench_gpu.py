@@ -81,7 +81,8 @@ def streaming_row(args, llama_configs: dict[str, list[str]]) -> dict:
     """Hypura (plan under --gpu-budget and the cap) against each llama-bench configuration, all under the
     same cgroup RAM cap, page cache dropped before every run; rounds interleave the programs."""
     cap_b = size(args.cap)
-    runs: dict[str, list] = {"hypura": [], **{name: [] for name in llama_configs}}
+    runs: dict[str, list] = {"hypura": [], **({"hypura-prefetch": []} if args.also_prefetch else {}),
+                             **{name: [] for name in llama_configs}}
     disk = []
     # RAM budget: the cap minus what a CUDA process holds outside the plan (context, cuBLAS, Python).
     ram_budget = cap_b - size(args.host_overhead)
@@ -95,9 +96,11 @@ def streaming_row(args, llama_configs: dict[str, list[str]]) -> dict:
             drop_caches()
             cap = MemoryCap(cap_b)
             try:
-                if name == "hypura":
+                if name.startswith("hypura"):
                     res = run_hypura(args.model, cap, args.n, 16, ["--mode", "auto", "--gpu-budget", args.gpu_budget,
-                                                                 "--ram-budget", str(ram_budget), "--ctx", "512"],
+                                                                 "--ram-budget", str(ram_budget), "--ctx", "512",
+                                                                 "--no-warm-start",
+                                                                 *(["--prefetch"] if name == "hypura-prefetch" else [])],
                                      timeout=args.timeout)
                 else:
                     res = run_llama_bench(args.model, cap, args.n, 16, llama_configs[name], timeout=args.timeout)
@@ -108,23 +111,27 @@ def streaming_row(args, llama_configs: dict[str, list[str]]) -> dict:
                 cap.close()
             runs[name].append(res)
             extra = ""
-            if name == "hypura" and res["ok"]:
-                extra = (f" disk {res.get('disk_bytes_per_token', 0) / 1e9:.2f} GB/tok, hit "
+            if name.startswith("hypura") and res["ok"]:
+                extra = (f" disk {res.get('disk_bytes_per_token', 0) / 1e9:.2f} GB/tok, needed "
+                         f"{(res.get('needed_bytes_per_token') or res.get('disk_bytes_per_token', 0)) / 1e9:.2f}, hit "
                          f"{res.get('expert_cache_hit_rate', '-')}, ram hit {res.get('ram_cache_hit_rate', '-')}")
             print(f"round {r} {name:12s} " + (f"{res['tps']:.3f} tok/s{extra}" if res["ok"] else res["error"][:160]),
                   flush=True)
     hy = [x for x in runs["hypura"] if x["ok"]]
     per_token = median([x.get("disk_bytes_per_token") for x in hy])
+    # the limit's denominator: what must come from disk per decoded token (MoE: the experts needed and not held)
+    needed = median([x.get("needed_bytes_per_token") or x.get("disk_bytes_per_token") for x in hy])
     bw = median(disk)
-    limit = bw / per_token if per_token else None
+    limit = bw / needed if needed else None
     med = {k: median([x["tps"] for x in v]) for k, v in runs.items()}
     best = max((k for k in llama_configs if med[k]), key=lambda k: med[k], default=None)
     return {"runs": runs, "llama_configs": llama_configs, "disk_bps": disk, "median_tps": med,
-            "disk_bytes_per_token": per_token, "physical_limit_tps": limit,
+            "disk_bytes_per_token": per_token, "needed_bytes_per_token": needed, "physical_limit_tps": limit,
             "hypura_over_limit": (med["hypura"] / limit) if limit and med["hypura"] else None,
             "llama_best": best, "hypura_over_llama_best": (med["hypura"] / med[best]) if best and med["hypura"] else None,
             "expert_cache_hit_rate": median([x.get("expert_cache_hit_rate") for x in hy]),
-            "ram_cache_hit_rate": median([x.get("ram_cache_hit_rate") for x in hy])}
+            "ram_cache_hit_rate": median([x.get("ram_cache_hit_rate") for x in hy]),
+            "prefetch": [x.get("prefetch") for x in runs.get("hypura-prefetch", []) if x["ok"]]}
 
 
 def dense(args) -> dict:
@@ -156,6 +163,7 @@ def main() -> int:
     ap.add_argument("--host-overhead", default="1536M",
                     help="RAM a CUDA process holds outside Hypura's plan; its RAM budget is the cap minus this")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    ap.add_argument("--also-prefetch", action="store_true", help="also run Hypura with --prefetch (expert streaming)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     t0 = time.time()
