@@ -21,9 +21,13 @@ embedding in RAM) goes on the compute tier with the KV cache and compute buffers
 from llama.cpp's no_alloc dry run, or the formula in :func:`estimate_overhead`). If every weight fits:
 ``full-resident``. (2) Otherwise a slot pool is reserved (a slot is the largest streamed unit, a dense
 layer's FFN or ``n_used`` experts of a layer); if even one does not fit, :class:`PlanError` gives the
-minimum. Steps (3)-(4) run with one slot and, if it fits, with two, and the faster plan is kept: a second
-slot lets the next layer's read overlap compute (one slot: reads and compute are serial, the prediction is
-their sum) but takes the space of a resident layer or of expert cache. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
+minimum. Dense streaming takes two slots when they fit — the next layer is read while the current one
+computes — and one otherwise: then reads and compute are serial and the prediction is their sum. (Two
+slots also when one would *predict* faster: the compute term is a bandwidth bound that is optimistic on
+CPUs, and on the CPU box one slot measured slower, 0.22 vs 0.26 tok/s.) The prediction is monotone
+across that step as long as reading one layer's FFN takes less than computing a token, true of every
+real model (dozens of layers). For expert streaming the pool is expert cache either way (reads follow
+the router), so steps (3)-(4) run with one slot and with two and the faster plan is kept. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
 are sorted by *touched bytes per token per byte* (density: 1 for dense FFN, n_used/n_expert for experts),
 ties by layer, and packed greedily: compute tier first, then RAM, the rest on NVMe (a unit that does not
 fit is skipped, smaller later ones may still fit). Routed-expert layers are not packed whole: once
@@ -182,16 +186,19 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             f"{what} budget {cap_c} bytes ({cap_c / GiB:.2f} GiB) is too small for {m.path}: the always-resident "
             f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
             f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
+    moe = any(u.kind == "routed_expert" for u in units)
     plans, error = [], None
-    for n_slots in (1, 2) if cap_c >= minimum + slot else (1,):
+    for n_slots in (2, 1) if cap_c >= minimum + slot else (1,):
         try:
             plans.append(_place(dict(plan.to_dict()), m, hw, units, dict(tiers), n_slots, slot, cap_c, core_c,
                                 overhead, ram_b, emb_ram, emb_copy, has_gpu))
         except PlanError as exc:
             error = error or exc
+            continue
+        if not moe:        # dense: two slots whenever they can be placed (see step 2)
+            break
     if not plans:
         raise error
-    # a second slot lets reads overlap compute but costs a resident layer (or expert cache): keep the faster
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
 
 
