@@ -37,6 +37,17 @@ def _moe_shape(path) -> tuple[int, int, int]:
             int(meta.get(f"{arch}.leading_dense_block_count", 0)))
 
 
+def _streamed(st, n=8):
+    """Greedy tokens, logits and stats of a run through `st` (closed afterwards)."""
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, n=n, ubatch=st.max_ubatch)
+        return toks, logits, st.stats()
+    finally:
+        model.close()
+        st.close()
+
+
 def _resident(path, ubatch=512, n=8):
     with h.LlamaModel.load(path, h.ModelParams(use_extra_bufts=False)) as m:
         return _greedy(m, n=n, ubatch=ubatch)
@@ -59,19 +70,12 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     slots = max(n_used, n_exp // 2)  # a cache smaller than one layer's experts, shared by every layer
     assert slots < n_exp
     st = ExpertStreamer(path, range(lead, TINY[name]["layers"]), slots)
-    model = st.load_model()
-    try:
-        toks, logits = _greedy(model, st.eval_filter, ubatch=st.max_ubatch)
-        stats = st.stats()
-    finally:
-        model.close()
-        st.close()
+    toks, logits, stats = _streamed(st)
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch)
     assert toks == ref_toks
     assert np.array_equal(logits, ref_logits)
     assert stats["experts_loaded"] > 0 and 0 <= stats["expert_cache_hit_rate"] < 1
     assert stats["io_saved_fraction"] > 0  # only the chosen experts were read
-
     assert stats["decode_passes"] >= 8     # single-token passes (a 1-token last prompt chunk is one too)
     assert stats["disk_bytes_per_token"] <= stats["bytes_from_disk"] / 8
 
@@ -87,13 +91,7 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name):
     runs = {}
     for prefetch in (True, False):
         st = ExpertStreamer(path, layers, max(n_used, n_exp // 2) * 2, prefetch=prefetch)
-        model = st.load_model()
-        try:
-            toks, logits = _greedy(model, st.eval_filter, n=16, ubatch=st.max_ubatch)
-            runs[prefetch] = toks, logits, st.stats(), st.cache.stats
-        finally:
-            model.close()
-            st.close()
+        runs[prefetch] = (*_streamed(st, n=16), st.cache.stats)
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=16)
     (on_t, on_l, on, on_c), (off_t, off_l, off, off_c) = runs[True], runs[False]
     assert on_t == off_t == ref_toks
@@ -117,13 +115,8 @@ def test_cache_larger_than_one_layers_experts(models, name):
     n_exp, _, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
     st = ExpertStreamer(path, layers, n_exp + n_exp // 2)
-    model = st.load_model()
-    try:
-        toks, logits = _greedy(model, st.eval_filter, n=12, ubatch=st.max_ubatch)
-        assert st.n_slots == n_exp + n_exp // 2
-    finally:
-        model.close()
-        st.close()
+    toks, logits, _ = _streamed(st, n=12)
+    assert st.n_slots == n_exp + n_exp // 2
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=12)
     assert toks == ref_toks
     assert np.array_equal(logits, ref_logits)
@@ -137,13 +130,7 @@ def test_ram_cache_tier_behind_the_expert_cache(models, policy):
     layers = range(TINY["qwen3-30b-a3b"]["layers"])
     n_exp, n_used, _ = _moe_shape(path)
     st = ExpertStreamer(path, layers, n_used, ram_slots=n_exp * len(layers) // 2, policy=policy, prefetch=False)
-    model = st.load_model()
-    try:
-        toks, logits = _greedy(model, st.eval_filter, n=16, ubatch=st.max_ubatch)
-        stats = st.stats()
-    finally:
-        model.close()
-        st.close()
+    toks, logits, stats = _streamed(st, n=16)
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=16)
     assert toks == ref_toks
     assert np.array_equal(logits, ref_logits)
