@@ -112,8 +112,10 @@ class ExpertCache:
         key = (layer, expert)
         if key in self._where or (not self._free and len(protected) >= self.n_slots):
             return None
-        if not self._free and self.policy == "lfu" and self._victim_frequency(protected) >= self._freq.get(key, 0):
-            return None           # a guess never displaces an expert chosen at least as often
+        if not self._free and self.policy == "lfu":
+            victim = self._lfu_victim(protected)
+            if victim is None or self._freq.get(victim, 0) >= self._freq.get(key, 0):
+                return None       # a guess never displaces an expert chosen at least as often
         slot = self._take_slot(protected)
         self._where[key] = slot
         self._touch(key)
@@ -154,29 +156,30 @@ class ExpertCache:
                     self._prefetched.discard(key)
                     return slot
             raise AssertionError("unreachable: more protected slots than slots")
-        # LFU: least frequently chosen; ties go to the least recently used (the smaller tick)
+        key = self._lfu_victim(protected)
+        if key is None:
+            raise AssertionError("unreachable: more protected slots than slots")
+        self._prefetched.discard(key)
+        return self._where.pop(key)     # its heap entry is stale from now on
+
+    def _lfu_victim(self, protected: set[int]) -> tuple[int, int] | None:
+        """The key LFU evicts next outside `protected`: least frequently chosen, ties to the least recently
+        used (the smaller tick). Pops the stale heap entries it meets; leaves the heap otherwise as it was."""
         aside = []
         try:
             while self._heap:
-                entry = heapq.heappop(self._heap)
-                f, tick, key = entry
+                f, tick, key = self._heap[0]
                 slot = self._where.get(key)
                 if slot is None or self._tick.get(key) != tick or self._freq.get(key, 0) != f:
-                    continue                       # stale: the key moved, was evicted or counted since
-                if slot in protected:
-                    aside.append(entry)
-                    continue
-                del self._where[key]
-                self._prefetched.discard(key)
-                return slot
+                    heapq.heappop(self._heap)      # stale: the key moved, was evicted or counted since
+                elif slot in protected:
+                    aside.append(heapq.heappop(self._heap))
+                else:
+                    return key
+            return None
         finally:
             for entry in aside:
                 heapq.heappush(self._heap, entry)
-        raise AssertionError("unreachable: more protected slots than slots")
-
-    def _victim_frequency(self, protected: set[int]) -> int:
-        """The frequency of the expert LFU would evict now (the smallest among unprotected current entries)."""
-        return min((self._freq.get(k, 0) for k, s in self._where.items() if s not in protected), default=0)
 
     def seed(self, counts: dict[tuple[int, int], int]) -> None:
         """Start the frequency counts from earlier runs' routing (warm start)."""
