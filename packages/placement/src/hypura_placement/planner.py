@@ -186,12 +186,43 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             f"{what} budget {cap_c} bytes ({cap_c / GiB:.2f} GiB) is too small for {m.path}: the always-resident "
             f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
             f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
+    def place(n_slots: int) -> Plan:
+        """Steps (3)-(4) with a pool of `n_slots` slots, on a copy of the plan so far."""
+        plan = Plan.from_dict(template)
+        ctier = plan.compute_tier
+        if has_gpu and n_slots == 2 and ram_b - emb_ram < 2 * slot:   # each VRAM slot has pinned staging
+            raise PlanError(f"RAM budget {ram_b} bytes cannot stage two slots of {slot} bytes")
+        left_c = cap_c - core_c - overhead - n_slots * slot
+        for staging in ((0, n_slots * slot) if has_gpu else (0,)):   # pinned staging: one per VRAM slot
+            left_r = ram_b - emb_ram - staging if has_gpu else 0
+            lc, lr = left_c, left_r
+            for u in units:
+                if u.kind == "routed_expert":   # its share of each tier becomes expert cache (step 4)
+                    u.tier = "nvme"
+                elif u.nbytes <= lc:
+                    u.tier, lc = ctier, lc - u.nbytes
+                elif has_gpu and u.nbytes <= lr:
+                    u.tier, lr = "ram", lr - u.nbytes
+                else:
+                    u.tier = "nvme"
+            if not any(u.tier == "nvme" for u in units) or staging:
+                break
+        if has_gpu and lr < 0:
+            raise PlanError(f"RAM budget {ram_b} bytes is too small: streaming from NVMe needs the embedding "
+                            f"({emb_ram}) plus pinned staging ({n_slots} x {slot}): at least "
+                            f"{emb_ram + n_slots * slot} bytes")
+        plan.n_slots, plan.slot_bytes = n_slots, slot
+        plan.reserved = {ctier: n_slots * slot, **({"ram": staging} if has_gpu and staging else {})}
+        if emb_copy:
+            plan.reserved["ram"] = plan.reserved.get("ram", 0) + emb_copy
+        return _finish(plan, m, hw, units, dict(tiers), lc, lr if has_gpu else 0, n_slots, slot)
+
+    template = plan.to_dict()
     moe = any(u.kind == "routed_expert" for u in units)
     plans, error = [], None
     for n_slots in (2, 1) if cap_c >= minimum + slot else (1,):
         try:
-            plans.append(_place(dict(plan.to_dict()), m, hw, units, dict(tiers), n_slots, slot, cap_c, core_c,
-                                overhead, ram_b, emb_ram, emb_copy, has_gpu))
+            plans.append(place(n_slots))
         except PlanError as exc:
             error = error or exc
             continue
@@ -200,40 +231,6 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     if not plans:
         raise error
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
-
-
-def _place(base: dict, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str], n_slots: int,
-           slot: int, cap_c: int, core_c: int, overhead: int, ram_b: int, emb_ram: int, emb_copy: int,
-           has_gpu: bool) -> Plan:
-    """Steps (3)-(4) with a pool of `n_slots` slots."""
-    plan = Plan.from_dict(base)
-    ctier = plan.compute_tier
-    if has_gpu and n_slots == 2 and ram_b - emb_ram < 2 * slot:   # each VRAM slot has pinned staging
-        raise PlanError(f"RAM budget {ram_b} bytes cannot stage two slots of {slot} bytes")
-    left_c = cap_c - core_c - overhead - n_slots * slot
-    for staging in ((0, n_slots * slot) if has_gpu else (0,)):   # pinned staging: one per VRAM slot
-        left_r = ram_b - emb_ram - staging if has_gpu else 0
-        lc, lr = left_c, left_r
-        for u in units:
-            if u.kind == "routed_expert":   # its share of each tier becomes expert cache (step 4)
-                u.tier = "nvme"
-            elif u.nbytes <= lc:
-                u.tier, lc = ctier, lc - u.nbytes
-            elif has_gpu and u.nbytes <= lr:
-                u.tier, lr = "ram", lr - u.nbytes
-            else:
-                u.tier = "nvme"
-        if not any(u.tier == "nvme" for u in units) or staging:
-            break
-    if has_gpu and lr < 0:
-        raise PlanError(f"RAM budget {ram_b} bytes is too small: streaming from NVMe needs the embedding "
-                        f"({emb_ram}) plus pinned staging ({n_slots} x {slot}): at least "
-                        f"{emb_ram + n_slots * slot} bytes")
-    plan.n_slots, plan.slot_bytes = n_slots, slot
-    plan.reserved = {ctier: n_slots * slot, **({"ram": staging} if has_gpu and staging else {})}
-    if emb_copy:
-        plan.reserved["ram"] = plan.reserved.get("ram", 0) + emb_copy
-    return _finish(plan, m, hw, units, tiers, lc, lr if has_gpu else 0, n_slots, slot)
 
 
 def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str],
