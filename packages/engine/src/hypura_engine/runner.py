@@ -62,6 +62,7 @@ class Runner:
             self.mode = MODE_OF_PLAN[self.plan.mode] if opts.mode == "auto" else opts.mode
             if self.mode != "resident":
                 self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch)
+        self._resident_tier = "gpu" if self.streamer is None and backend_name() != "cpu" else "ram"
         if self.streamer is None:
             self.model = LlamaModel.load(self.path, ModelParams(n_gpu_layers=-1, load_mode="mmap",
                                                                 use_extra_bufts=opts.use_extra_bufts))
@@ -231,7 +232,7 @@ class Runner:
         size = self.path.stat().st_size
         out: dict[str, Any] = {"mode": self.mode, "model_bytes": size}
         if self.streamer is None:   # llama.cpp's own placement: every layer on the compute device
-            tier = "gpu" if backend_name() != "cpu" else "ram"
+            tier = self._resident_tier
             out["tier_bytes"] = {"gpu": 0, "ram": 0, "nvme": 0, tier: size}
             out["gpu_bytes"] = size if tier == "gpu" else 0
         else:                       # weights per tier as planned; GPU memory incl. slots, caches, KV
