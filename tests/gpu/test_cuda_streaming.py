@@ -99,6 +99,37 @@ def test_dense_streaming_on_the_gpu(tmp_path, gpu, qtype):
     assert _backends_of(lines.lines, r"ffn_(gate|up|down)-[123]") == {"CUDA0"}
 
 
+def test_dense_streaming_of_a_long_prompt_on_the_gpu(tmp_path, gpu):
+    """A prompt of well over 32 tokens in one ubatch: from that batch size llama.cpp's scheduler offloads
+    the ops of weights in host memory to the GPU. Streamed tokens equal the resident run's."""
+    path = write_synthetic(tmp_path / "dense.gguf", "llama3-70b", qtype="Q4_0", **{**TINY["llama3-70b"], "layers": 4})
+    prompt = "The quick brown fox jumps over the lazy dog. " * 8
+
+    def owned(is_streamed, filt=None):
+        reader = DirectReader(path)
+        load = OwnedLoad(path, reader, is_streamed)
+        try:
+            with load.load(h.ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)) as m:
+                return len(m.tokenize(prompt)), greedy_with_logits(m, filt, n=8, ubatch=512, n_ctx=512, prompt=prompt)
+        finally:
+            load.close()
+            reader.close()
+
+    n_prompt, (ref_toks, ref_logits) = owned(lambda name: False)
+    st = DenseStreamer(path, [1, 2, 3], 2, device=gpu)
+    model = st.load_model()
+    try:
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=8, ubatch=512, n_ctx=512, prompt=prompt)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    print(f"prompt {n_prompt} tokens; max |logit - resident (same loader)|:", np.abs(logits - ref_logits).max())
+    assert n_prompt >= 32 and stats["streamed_ops_on_gpu"]
+    assert toks == ref_toks
+    assert np.allclose(logits, ref_logits, atol=1e-2)
+
+
 @pytest.mark.parametrize("preset,qtype,slots,ram_slots,warm", [
     ("mixtral-8x7b", "F16", 4, 0, False), ("mixtral-8x7b", "Q4_0", 4, 0, False),
     ("mixtral-8x7b", "Q4_0", 4, 6, False),

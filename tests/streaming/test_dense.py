@@ -74,6 +74,33 @@ def test_batched_prompt_in_several_ubatches(default_model, resident):
     assert toks == ref_model_toks
 
 
+def test_a_prompt_of_over_32_tokens_in_one_batch(default_model):
+    """Prefill as one ubatch of ~90 tokens (the batch size from which llama.cpp's scheduler offloads host
+    weights' ops to a GPU): streamed equals resident, bit for bit."""
+    prompt = " ".join([PROMPT] * 5)
+
+    reader = DirectReader(default_model)
+    load = OwnedLoad(default_model, reader, lambda name: False)   # resident, through the same loader
+    model = load.load(h.ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False))
+    load.close()
+    reader.close()
+    try:
+        ref_toks, ref_logits = greedy_with_logits(model, None, n=8, ubatch=512, n_ctx=256, prompt=prompt)
+    finally:
+        model.close()
+    st = DenseStreamer(default_model, range(0, 18), 2)
+    model = st.load_model()
+    try:
+        n_prompt = len(model.tokenize(prompt))
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=8, ubatch=512, n_ctx=256, prompt=prompt)
+    finally:
+        model.close()
+        st.close()
+    assert n_prompt >= 32
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+
+
 def test_negative_control_filling_too_late_changes_the_output(default_model, resident):
     """Fill at the down matmul (`ffn_out-N`) instead of `ffn_norm-N`: the gate/up matmuls of each
     layer then run on the previous occupant's weights, and the comparison must notice."""
