@@ -78,14 +78,18 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     assert stats["io_saved_fraction"] > 0  # only the chosen experts were read
     assert stats["decode_passes"] >= 8     # single-token passes (a 1-token last prompt chunk is one too)
     assert stats["disk_bytes_per_token"] <= stats["bytes_from_disk"] / 8
+    # F16 experts here are whole pages: read straight into the host slots; Q4_0 ones are not: staged, copied
+    assert stats["in_place_fraction"] == (1.0 if qtype == "F16" else 0.0)
 
 
-@pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3"])   # >= 2 streamed MoE layers
-def test_prefetch_reads_guesses_early_and_changes_nothing(models, name):
+# >= 2 streamed MoE layers; F16: guesses read in place (mixtral's F16 guesses are all cached: no reads), Q4_0: staged
+@pytest.mark.parametrize("name,qtype", [("mixtral-8x7b", "Q4_0"), ("qwen3-30b-a3b", "Q4_0"), ("deepseek-v3", "Q4_0"),
+                                        ("qwen3-30b-a3b", "F16"), ("deepseek-v3", "F16")])
+def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     """Guessing the next layer's experts (its router on this layer's FFN input) and reading them while a
     layer computes: the same tokens and logits as resident and as no prefetch; the same selections; a
     selection served by a guess counts as read, not as a hit; wrong guesses are stopped or kept whole."""
-    path = models[name, "Q4_0"]
+    path = models[name, qtype]
     n_exp, n_used, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
     runs = {}
@@ -123,10 +127,11 @@ def test_cache_larger_than_one_layers_experts(models, name):
 
 
 @pytest.mark.parametrize("policy", ["lfu", "lru"])
-def test_ram_cache_tier_behind_the_expert_cache(models, policy):
+@pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
+def test_ram_cache_tier_behind_the_expert_cache(models, policy, qtype):
     """A device-sized cache of n_used slots backed by a RAM cache of half the experts (here both in host
     memory): misses of the first tier that hit the second are copied, not read; output bit-identical."""
-    path = models["qwen3-30b-a3b", "Q4_0"]
+    path = models["qwen3-30b-a3b", qtype]
     layers = range(TINY["qwen3-30b-a3b"]["layers"])
     n_exp, n_used, _ = _moe_shape(path)
     st = ExpertStreamer(path, layers, n_used, ram_slots=n_exp * len(layers) // 2, policy=policy, prefetch=False)

@@ -83,6 +83,7 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
     """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream'); `prefetch`: the
     expert streamer's guessed reads."""
     from hypura_streaming import DenseStreamer, ExpertStreamer
+    from hypura_streaming.experts import HOST_SLOT_PAD
 
     nvme = plan.streamed_layers.get("nvme", [])
     ram = plan.streamed_layers.get("ram", [])
@@ -105,7 +106,11 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
                              "needs a smaller --ram-budget (or use --mode auto)")
         ebytes = plan.expert_cache.get("expert_bytes") or 1
         cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
-        slots = cached + (plan.n_slots * plan.slot_bytes) // ebytes
+        pool = cached * ebytes + plan.n_slots * plan.slot_bytes
+        if device is None:   # host slots are a page longer per expert tensor (read in place): same bytes, fewer slots
+            kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
+            ebytes += kinds * HOST_SLOT_PAD
+        slots = pool // ebytes
         ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if device is not None else 0
         return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device,
                               ram_slots=ram_slots, prefetch=prefetch)

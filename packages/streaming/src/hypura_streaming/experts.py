@@ -41,13 +41,14 @@ import numpy as np
 from hypura_llama import NOTE, SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, ffi, lib
 
 from .cache import ExpertCache
-from .directio import DirectReader, StreamError, align_up, aligned_span
+from .directio import ALIGN, DirectReader, StreamError, align_down, align_up, aligned_span
 from .loader import AlignedBuffer, OwnedLoad
 
 log = logging.getLogger(__name__)
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 SPEC_CHUNK = 4 << 20    # speculative reads go in pieces this size: a wrong guess stops within one piece
 SPEC_THREADS = 3
+HOST_SLOT_PAD = ALIGN   # bytes a host cache slot has beyond one expert of one kind (_place_host_slots)
 
 
 class _Abandoned(Exception):
@@ -136,7 +137,9 @@ class ExpertStreamer:
         self._r_topk = self.eval_filter.add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
         self._r_fill = self.eval_filter.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
         self._ids: dict[int, object] = {}
-        self.kinds: dict[str, dict] = {}          # kind -> {stride, region offset}
+        self.kinds: dict[str, dict] = {}          # kind -> {stride, slot size, region offset, RAM-tier offset}
+        self._in_place: dict[tuple[int, str], tuple[bool, ...]] = {}   # (layer, kind) -> per part: read in place
+        self._shift: dict[tuple[int, str], int] = {}   # (layer, kind) -> its tensor's start within a host slot
         # (layer, kind) -> parts of one expert: [(file offset of the source tensor, bytes per expert)]
         self.expert_src: dict[tuple[int, str], tuple[tuple[int, int], ...]] = {}
         self.n_expert = 0
@@ -248,9 +251,11 @@ class ExpertStreamer:
             self.n_slots = n_all
             self.cache = ExpertCache(self.n_slots, self.policy)
         pos = 0
-        for kind in sorted(self.kinds):
-            self.kinds[kind]["offset"] = pos
-            pos += align_up(self.n_slots * self.kinds[kind]["stride"])
+        for kind in sorted(self.kinds):   # a host slot is padded by one page: see _place_host_slots
+            k = self.kinds[kind]
+            k["slot"] = k["stride"] + (HOST_SLOT_PAD if self.device is None else 0)
+            k["offset"] = pos
+            pos += align_up(self.n_slots * k["slot"])
         if self.device is None:
             self.region = AlignedBuffer(pos)
             self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.region.ptr, self.region.size)
@@ -262,9 +267,11 @@ class ExpertStreamer:
             base = ffi.cast("char *", self._vram.base)
         for layer, kinds in per_layer.items():
             for kind, (name, t) in kinds.items():
+                shift = self._place_host_slots(layer, kind) if self.device is None else 0
                 t.buffer = self.buffer
-                t.data = base + self.kinds[kind]["offset"]
+                t.data = base + self.kinds[kind]["offset"] + shift
                 t.ne[2] = self.n_slots
+                t.nb[2] = self.kinds[kind]["slot"]
                 t.nb[3] = self.n_slots * t.nb[2]
                 self._kind_tensor[kind] = t
         self._l2_stride = 0
@@ -291,6 +298,43 @@ class ExpertStreamer:
                 buf = _PinnedStage(self.device.host_buffer_type.allocate(largest + 4096), largest)
             self._staging_bufs.append(buf)
             self._staging.put(buf)
+
+    def _place_host_slots(self, layer: int, kind: str) -> int:
+        """Where layer `layer`'s `kind` tensor starts within its host slots, so its experts are read in place.
+
+        O_DIRECT reads whole pages into page-aligned memory, so a byte lands at the same offset within its
+        page as it has within the file's page. GGUF aligns tensors to 32 bytes only: an expert starts at
+        some misalignment m (the same for every expert of a tensor when an expert is a whole number of
+        pages). Host slots are one page longer than an expert and each layer's tensor starts m bytes into
+        them (its own `data`; `nb[2]` is the padded slot size, which MUL_MAT_ID honours), so the expert's
+        whole pages are read straight into the slot and only its first and last partial pages go through
+        staging: no 99 MB copy per Mixtral expert on the CPU that must then compute. A part that cannot be
+        placed so (not whole pages, or the second part of a composed gate_up at another misalignment) is
+        read into staging and copied, as on a GPU."""
+        shift = self.expert_src[(layer, kind)][0][0] % ALIGN
+        flags, pos = [], 0
+        for offset, nb in self.expert_src[(layer, kind)]:
+            flags.append(nb % ALIGN == 0 and pos % ALIGN == 0 and (offset - shift) % ALIGN == 0)
+            pos += nb
+        self._in_place[(layer, kind)] = tuple(flags)
+        self._shift[(layer, kind)] = shift
+        return shift
+
+    def _slot_ptr(self, layer: int, kind: str, slot: int):
+        """Host address of `slot` as layer `layer`'s `kind` tensor sees it."""
+        k = self.kinds[kind]
+        return self.region.ptr + k["offset"] + self._shift[(layer, kind)] + slot * k["slot"]
+
+    @property
+    def in_place_fraction(self) -> float:
+        """Share of the streamed expert bytes read straight into their host slots (0 on a GPU)."""
+        total = placed = 0
+        for key, parts in self.expert_src.items():
+            flags = self._in_place.get(key, ())
+            for p, (_, nb) in enumerate(parts):
+                total += nb
+                placed += nb if p < len(flags) and flags[p] else 0
+        return placed / total if total else 0.0
 
     def _resize_neutral_side_tensors(self, owned: OwnedLoad) -> None:
         """Per-expert side tensors the file lacks (scales, biases: llama.cpp's optional `*_exps.scale` /
@@ -345,9 +389,17 @@ class ExpertStreamer:
         stride = self.kinds[kind]["stride"]
         pos = at = 0
         uploads = []
+        in_place = self._in_place.get((layer, kind), ()) if slot is not None else ()
         stage = self._staging.get()
         try:
-            for offset, nb in self.expert_src[(layer, kind)]:
+            for p, (offset, nb) in enumerate(self.expert_src[(layer, kind)]):
+                if p < len(in_place) and in_place[p]:
+                    dst = self._slot_ptr(layer, kind, slot) + pos
+                    self._read_in_place(dst, offset + expert * nb, nb, stage, cancel)
+                    if l2_slot is not None:
+                        _memmove(self._l2_ptr(l2_slot, kind) + pos, dst, nb)
+                    pos += nb
+                    continue
                 start, length = aligned_span(offset + expert * nb, nb)
                 piece = length if cancel is None else SPEC_CHUNK
                 for c in range(0, length, piece):
@@ -359,7 +411,7 @@ class ExpertStreamer:
                 if l2_slot is not None:
                     _memmove(self._l2_ptr(l2_slot, kind) + pos, src, nb)
                 if slot is not None and self.device is None:
-                    _memmove(self.region.ptr + self.kinds[kind]["offset"] + slot * stride + pos, src, nb)
+                    _memmove(self._slot_ptr(layer, kind, slot) + pos, src, nb)
                 elif slot is not None:
                     uploads.append((src, slot * stride + pos, nb))
                 pos += nb
@@ -370,6 +422,25 @@ class ExpertStreamer:
             self._staging.put(stage)
             return None
         return kind, stage, uploads
+
+    def _read_in_place(self, dst, src: int, nb: int, stage, cancel: threading.Event | None) -> None:
+        """Read the `nb` file bytes at `src` to host address `dst` (congruent to `src` modulo a page): the
+        whole pages directly, the partial first and last pages through `stage` (they share a page with a
+        neighbouring slot)."""
+        a, b = align_up(src), align_down(src + nb)
+        at = int(ffi.cast("uintptr_t", dst)) - int(ffi.cast("uintptr_t", self.region.ptr))
+        piece = SPEC_CHUNK if cancel is not None else max(b - a, ALIGN)
+        for c in range(a, b, piece):
+            if cancel is not None and cancel.is_set():
+                raise _Abandoned()
+            lo = at + (c - src)
+            self.reader.read_into(self.region.view[lo:lo + min(piece, b - c)], c)
+        if a > src:
+            self.reader.read_into(stage.view[:ALIGN], a - ALIGN)
+            _memmove(dst, stage.ptr + (src - (a - ALIGN)), a - src)
+        if src + nb > b:
+            self.reader.read_into(stage.view[ALIGN:2 * ALIGN], b)
+            _memmove(dst + (b - src), stage.ptr + ALIGN, src + nb - b)
 
     # -- warm start -----------------------------------------------------------------------
     def routing_counts(self) -> dict[int, dict[int, int]]:
@@ -532,11 +603,11 @@ class ExpertStreamer:
             except BaseException:  # noqa: BLE001 - the caller raises the error that matters
                 pass
 
-    def _deliver(self, kind: str, src, slot: int) -> None:
+    def _deliver(self, layer: int, kind: str, src, slot: int) -> None:
         """Copy one expert of one kind from host memory into its cache slot (device: an upload)."""
         stride = self.kinds[kind]["stride"]
         if self.device is None:
-            _memmove(self.region.ptr + self.kinds[kind]["offset"] + slot * stride, src, stride)
+            _memmove(self._slot_ptr(layer, kind, slot), src, stride)
         else:
             lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, slot * stride, stride)
 
@@ -587,7 +658,7 @@ class ExpertStreamer:
             try:
                 for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
                     for kind in self.kinds:
-                        self._deliver(kind, self._l2_ptr(l2s, kind), s)
+                        self._deliver(layer, kind, self._l2_ptr(l2s, kind), s)
             except BaseException:
                 self._drain(futs)
                 raise
@@ -649,7 +720,8 @@ class ExpertStreamer:
             "expert_cache_hit_rate": round(st.hit_rate, 4),
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
-            "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct, "cache_policy": self.policy,
+            "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
+            "in_place_fraction": round(self.in_place_fraction, 4), "cache_policy": self.policy,
             **self._ram_stats(),
             "device": self.device.name if self.device is not None else "CPU",
             "streamed_ops_on_gpu": self.device is not None and self.buffer is not None
