@@ -80,6 +80,8 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     assert stats["disk_bytes_per_token"] <= stats["bytes_from_disk"] / 8
     # F16 experts here are whole pages: read straight into the host slots; Q4_0 ones are not: staged, copied
     assert stats["in_place_fraction"] == (1.0 if qtype == "F16" else 0.0)
+    # after the first pass showed the split after the gate/up matmuls, down experts were read during them
+    assert 0 < stats["down_reads_overlapped"] <= stats["experts_loaded"]
 
 
 # >= 2 streamed MoE layers; F16: guesses read in place (mixtral's F16 guesses are all cached: no reads), Q4_0: staged
@@ -109,6 +111,38 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     assert on["experts_prefetched"] == pf["used"] == on_c.prefetched
     assert on["needed_bytes_per_token"] <= on["disk_bytes_per_token"]
     assert not off["prefetch"]["enabled"] and off["prefetch"]["reads"] == 0 and off_c.prefetched == 0
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])   # separate gate/up; fused gate_up
+def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
+    """Negative control for reading the down experts while gate/up compute: once a layer has been seen to
+    split after its gate/up matmuls, its down reads are deferred to that split. If the split then does not
+    happen (its rule switched off for the last layer), the check after the down matmul fails the pass with
+    a StreamError — never a token computed from half-read experts."""
+    from hypura_llama import ContextParams, LlamaContext
+    from hypura_streaming import StreamError
+
+    path = models[name, "F16"]
+    n_exp, n_used, lead = _moe_shape(path)
+    layers = list(range(lead, TINY[name]["layers"]))
+    st = ExpertStreamer(path, layers, n_used)   # one token's experts: nearly every selection is a miss
+    model = st.load_model()
+    try:
+        with LlamaContext(model, ContextParams(n_ctx=64, n_batch=st.max_ubatch, n_ubatch=st.max_ubatch),
+                          st.eval_filter) as ctx:
+            toks = model.tokenize("The quick brown fox")
+            ctx.decode(toks, 0)
+            ctx.decode([1], len(toks))
+            before = st.stats()["down_reads_overlapped"]
+            assert before > 0
+            for rule in st._r_gate:
+                st.eval_filter.set_layer(rule, layers[-1], False)
+            with pytest.raises(StreamError, match=f"layer {layers[-1]}: its down experts were not waited for"):
+                for i in range(4):   # the first pass whose last layer misses an expert fails
+                    ctx.decode([2 + i], len(toks) + 1 + i)
+    finally:
+        model.close()
+        st.close()
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])

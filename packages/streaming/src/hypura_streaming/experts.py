@@ -136,6 +136,18 @@ class ExpertStreamer:
         self.eval_filter = EvalFilter(self._on_node)
         self._r_topk = self.eval_filter.add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
         self._r_fill = self.eval_filter.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
+        # On the CPU a layer's down experts are read while its gate/up matmuls compute (_finish_late):
+        # split after them, at the fused gate_up matmul or after the separate gate matmul (which follows
+        # the up matmul). llama.cpp names that node "ffn_moe_gate_up-N" / "ffn_moe_gate-N", or with
+        # "_scaled" when the layer has per-expert scales (the mul by the scale carries the name).
+        self._r_gate = tuple(self.eval_filter.add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers)
+                             for n in ("gate_up", "gate_up_scaled", "gate", "gate_scaled")) if device is None else ()
+        # and the MoE output (after the down matmul) checks that the down experts were waited for
+        self._r_out = self.eval_filter.add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if device is None else -1
+        self._gate_seen: set[int] = set()    # layers whose graph showed the split after the gate/up matmuls
+        self._out_seen: set[int] = set()     # ... and the one after the down matmul
+        self._late = None                    # (layer, pass, futures, slots, RAM-tier slots) of down reads
+        self._late_reads = 0
         self._ids: dict[int, object] = {}
         self.kinds: dict[str, dict] = {}          # kind -> {stride, slot size, region offset, RAM-tier offset}
         self._in_place: dict[tuple[int, str], tuple[bool, ...]] = {}   # (layer, kind) -> per part: read in place
@@ -612,9 +624,48 @@ class ExpertStreamer:
             lib.ggml_backend_tensor_set(self._kind_tensor[kind], src, slot * stride, stride)
 
     # -- the eval callback ----------------------------------------------------------------
+    def _finish_late(self, layer: int) -> None:
+        """Wait for the down experts of `layer`, read while its gate/up matmuls computed (the split after
+        them, `ffn_moe_gate_up-N` or `ffn_moe_gate-N`, before anything reads the down experts)."""
+        late, self._late = self._late, None
+        if late is None:
+            return
+        held, _, futs, slots, l2_slots = late
+        t0 = time.perf_counter()
+        try:
+            self._finish_reads(futs)
+        except BaseException:
+            self.cache.invalidate(slots)
+            if self.l2 is not None:
+                self.l2.invalidate(l2_slots)
+            raise
+        self.stall_s += time.perf_counter() - t0
+        self._count_bytes()
+        if held != layer:
+            raise StreamError(f"layer {held}: its down experts were still being read at layer {layer}'s gate "
+                              "matmul (unexpected graph order)")
+
+    def _count_bytes(self) -> None:
+        """Bytes read since the last split, counted for the current pass."""
+        now = self.reader.bytes_read
+        if self._pass_is_decode:
+            self._decode_bytes += now - self._mark
+        self._mark = now
+
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
         if rule == self._r_topk:
             self._ids[layer] = tensor
+            return
+        if rule in self._r_gate:
+            self._gate_seen.add(layer)
+            self._finish_late(layer)
+            return
+        if rule == self._r_out:
+            self._out_seen.add(layer)
+            if self._late is not None and self._late[0] == layer:
+                self._drain(self._late[2])
+                self._late = None
+                raise StreamError(f"layer {layer}: its down experts were not waited for before its down matmul")
             return
         k = self._pos[layer]
         first_of_pass = k <= self._last_k
@@ -622,6 +673,11 @@ class ExpertStreamer:
             self.passes += 1
             self.reader.check_unchanged()
         self._last_k = k
+        if self._late is not None:
+            held = self._late[0]
+            self._finish_late(held)   # from an aborted pass: its reads are whole once finished
+            if not first_of_pass:
+                raise StreamError(f"layer {held}: its down experts were not waited for before its down matmul")
         ids_t = self._ids.get(layer)
         if ids_t is None:
             raise StreamError(f"layer {layer}: the router's top-k node was not seen before the expert matmuls")
@@ -650,8 +706,11 @@ class ExpertStreamer:
             missing = {e for e, _ in l2_read}
             from_ram = [(e, s, l2_map[e]) for e, s in to_read if e not in missing]
             from_disk = [(e, s, l2_map[e]) for e, s in to_read if e in missing]
+        # down experts later once this layer's graph has shown the splits after its gate/up matmuls and
+        # after its down matmul (which fails the pass if they were not waited for: never a wrong token)
+        late = ("down",) if layer in self._gate_seen and layer in self._out_seen and "down" in self.kinds else ()
         futs = [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
-                for e, s, l2s in from_disk for kind in self.kinds]
+                for e, s, l2s in from_disk for kind in self.kinds if kind not in late]
         futs += spec_futs              # this layer's right guesses, still reading
         t0 = time.perf_counter()
         try:
@@ -669,6 +728,12 @@ class ExpertStreamer:
                 self.l2.invalidate([l2s for _, _, l2s in from_disk])
             raise
         self.stall_s += time.perf_counter() - t0
+        if late and from_disk:   # the disk reads them while gate/up compute; waited for at the split after
+            self._late = (layer, self.passes,
+                          [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
+                           for e, s, l2s in from_disk for kind in late],
+                          [s for _, s, _ in from_disk], [l2s for _, _, l2s in from_disk if l2s is not None])
+            self._late_reads += len(from_disk)
         self.expert_bytes_read += (len(from_disk) + len(spec_slots)) * self._l2_stride
         if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
             self._needed_bytes += (len(from_disk) + n_prefetched) * self._l2_stride
@@ -686,10 +751,7 @@ class ExpertStreamer:
         lib.ggml_backend_tensor_set(ids_t, ffi.from_buffer(out), 0, span)
         if self._look and self._pass_is_decode:
             self._speculate(layer, tensor, set(mapping.values()))
-        now = self.reader.bytes_read   # since the last split: this layer's reads and the guesses settled here
-        if self._pass_is_decode:
-            self._decode_bytes += now - self._mark
-        self._mark = now
+        self._count_bytes()   # since the last split: this layer's reads and the guesses settled here
 
     # -- reporting ------------------------------------------------------------------------
     def routing_summary(self) -> dict:
@@ -721,7 +783,9 @@ class ExpertStreamer:
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
             "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
-            "in_place_fraction": round(self.in_place_fraction, 4), "cache_policy": self.policy,
+            "in_place_fraction": round(self.in_place_fraction, 4),
+            # experts whose down matrix was read while the layer's gate/up matmuls computed
+            "down_reads_overlapped": self._late_reads, "cache_policy": self.policy,
             **self._ram_stats(),
             "device": self.device.name if self.device is not None else "CPU",
             "streamed_ops_on_gpu": self.device is not None and self.buffer is not None
@@ -738,6 +802,9 @@ class ExpertStreamer:
                 "bytes_from_ram": self.ram_bytes_uploaded}
 
     def close(self) -> None:
+        if self._late is not None:
+            self._drain(self._late[2])
+            self._late = None
         for _, futs, cancel in self._spec.values():
             cancel.set()
         self._drain(f for _, futs, _ in self._spec.values() for f in futs)
