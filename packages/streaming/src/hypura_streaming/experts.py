@@ -5,9 +5,17 @@ first graph is built) into one shared cache region per kind with `ne[2] = n_slot
 MUL_MAT_ID indexes cache slots instead of experts. The eval filter notes the router's top-k
 tensor at `ffn_moe_topk-N` (no split: fused top-k kernels stay intact) and splits at
 `ffn_norm-N (reshaped)`, the last node before the first expert matmul. There the streamer reads
-the chosen ids, makes exactly those experts resident (LRU cache over (layer, expert), reads of
+the chosen ids, makes exactly those experts resident (a cache over (layer, expert), reads of
 one expert's `nb[2]` contiguous bytes per tensor), and rewrites the ids in place to slot numbers —
-after `ffn_moe_weights-N` consumed the real ids. A layer's slots are never evicted while it runs.
+after `ffn_moe_weights-N` consumed the real ids. A layer's slots are never evicted while it runs
+(frequency-aware eviction, cache.py).
+
+On the CPU two things keep the two cores computing rather than copying, and the disk busier:
+- Experts are read straight into their cache slots (`_place_host_slots`): no staging copy.
+- Only the gate/up experts are waited for at that split; the down experts are read while the gate/up
+  matmuls compute and waited for at the split right after them (`ffn_moe_gate_up-N`/`ffn_moe_gate-N`,
+  `_finish_late`). This starts only once a layer's graph has shown both that split and the one after
+  its down matmul (`ffn_moe_out-N`), which fails the pass if the down reads were not waited for.
 
 Two cache tiers when the cache is on a GPU: the device cache (`n_slots` experts in VRAM) and behind it a
 RAM cache (`ram_slots` experts in pinned host memory, its own frequency-aware ExpertCache). A device miss
@@ -146,7 +154,7 @@ class ExpertStreamer:
         self._r_out = self.eval_filter.add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if device is None else -1
         self._gate_seen: set[int] = set()    # layers whose graph showed the split after the gate/up matmuls
         self._out_seen: set[int] = set()     # ... and the one after the down matmul
-        self._late = None                    # (layer, pass, futures, slots, RAM-tier slots) of down reads
+        self._late = None                    # (layer, futures, slots, RAM-tier slots) of down reads
         self._late_reads = 0
         self._ids: dict[int, object] = {}
         self.kinds: dict[str, dict] = {}          # kind -> {stride, slot size, region offset, RAM-tier offset}
@@ -630,7 +638,7 @@ class ExpertStreamer:
         late, self._late = self._late, None
         if late is None:
             return
-        held, _, futs, slots, l2_slots = late
+        held, futs, slots, l2_slots = late
         t0 = time.perf_counter()
         try:
             self._finish_reads(futs)
@@ -663,8 +671,7 @@ class ExpertStreamer:
         if rule == self._r_out:
             self._out_seen.add(layer)
             if self._late is not None and self._late[0] == layer:
-                self._drain(self._late[2])
-                self._late = None
+                self._finish_late(layer)   # whole, or their slots forgotten; the pass fails either way
                 raise StreamError(f"layer {layer}: its down experts were not waited for before its down matmul")
             return
         k = self._pos[layer]
@@ -729,8 +736,7 @@ class ExpertStreamer:
             raise
         self.stall_s += time.perf_counter() - t0
         if late and from_disk:   # the disk reads them while gate/up compute; waited for at the split after
-            self._late = (layer, self.passes,
-                          [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
+            self._late = (layer, [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
                            for e, s, l2s in from_disk for kind in late],
                           [s for _, s, _ in from_disk], [l2s for _, _, l2s in from_disk if l2s is not None])
             self._late_reads += len(from_disk)
@@ -803,7 +809,7 @@ class ExpertStreamer:
 
     def close(self) -> None:
         if self._late is not None:
-            self._drain(self._late[2])
+            self._drain(self._late[1])
             self._late = None
         for _, futs, cancel in self._spec.values():
             cancel.set()
