@@ -170,6 +170,7 @@ class ExpertStreamer:
         self._warm: dict = {}
         self._staging: queue.Queue = queue.Queue()
         self._staging_bufs: list[AlignedBuffer] = []
+        self._staging_bytes = 0
         self._last_k = 1 << 30
         self.passes = 0
         self.stall_s = 0.0
@@ -309,8 +310,13 @@ class ExpertStreamer:
                 self._l2_base = ffi.cast("char *", self._l2_mem.base)
             self.l2 = ExpertCache(self.ram_slots, self.policy)
         self._resize_neutral_side_tensors(owned)
-        # one expert of one kind, every part at its own place (a composed gate_up has two)
-        largest = max(sum(align_up(nb) + 4096 for _, nb in parts) for parts in self.expert_src.values())
+        # one expert of one kind, every staged part at its own place (a composed gate_up has two); parts read
+        # in place need only their partial first and last pages (RAM-tier-only reads are always staged)
+        largest = 2 * ALIGN
+        for key, parts in self.expert_src.items():
+            flags = self._in_place.get(key, ()) if self.l2 is None else ()
+            largest = max(largest, sum(align_up(nb) + ALIGN for p, (_, nb) in enumerate(parts)
+                                       if not (p < len(flags) and flags[p])))
         for _ in range(self.reader.pool._max_workers):
             if self.device is None:
                 buf = AlignedBuffer(largest)
@@ -318,6 +324,7 @@ class ExpertStreamer:
                 buf = _PinnedStage(self.device.host_buffer_type.allocate(largest + 4096), largest)
             self._staging_bufs.append(buf)
             self._staging.put(buf)
+        self._staging_bytes = len(self._staging_bufs) * largest
 
     def _place_host_slots(self, layer: int, kind: str) -> int:
         """Where layer `layer`'s `kind` tensor starts within its host slots, so its experts are read in place.
@@ -789,7 +796,7 @@ class ExpertStreamer:
             "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in st.hit_rate_by_layer().items()},
             "io_saved_fraction": round(1 - self.expert_bytes_read / (whole * self.passes), 4) if self.passes else 0,
             "stall_s": round(self.stall_s, 3), "direct_io": self.reader.direct,
-            "in_place_fraction": round(self.in_place_fraction, 4),
+            "in_place_fraction": round(self.in_place_fraction, 4), "staging_bytes": self._staging_bytes,
             # experts whose down matrix was read while the layer's gate/up matmuls computed
             "down_reads_overlapped": self._late_reads, "cache_policy": self.policy,
             **self._ram_stats(),
