@@ -660,6 +660,13 @@ class ExpertStreamer:
             raise StreamError(f"layer {held}: its down experts were still being read at layer {layer}'s gate "
                               "matmul (unexpected graph order)")
 
+    def _arm(self, layer: int, on: bool) -> None:
+        """Switch the splits after `layer`'s gate/up and down matmuls on or off. On for every layer until its
+        graph has been seen once; from then on only in a pass whose down reads of that layer are deferred,
+        so layers that read nothing pay no extra splits."""
+        for r in (*self._r_gate, self._r_out):
+            self.eval_filter.set_layer(r, layer, on)
+
     def _count_bytes(self) -> None:
         """Bytes read since the last split, counted for the current pass."""
         now = self.reader.bytes_read
@@ -680,6 +687,7 @@ class ExpertStreamer:
             if self._late is not None and self._late[0] == layer:
                 self._finish_late(layer)   # whole, or their slots forgotten; the pass fails either way
                 raise StreamError(f"layer {layer}: its down experts were not waited for before its down matmul")
+            self._arm(layer, False)
             return
         k = self._pos[layer]
         first_of_pass = k <= self._last_k
@@ -747,6 +755,7 @@ class ExpertStreamer:
                            for e, s, l2s in from_disk for kind in late],
                           [s for _, s, _ in from_disk], [l2s for _, _, l2s in from_disk if l2s is not None])
             self._late_reads += len(from_disk)
+            self._arm(layer, True)
         self.expert_bytes_read += (len(from_disk) + len(spec_slots)) * self._l2_stride
         if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
             self._needed_bytes += (len(from_disk) + n_prefetched) * self._l2_stride
