@@ -147,6 +147,45 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
         st.close()
 
 
+def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models):
+    """A decode aborted (llama.cpp's abort callback) right after a layer deferred its down reads: the next
+    pass finishes those reads before using the cache, and a fresh context over the same streamer gives
+    the resident run's tokens and logits."""
+    from hypura_llama import ContextParams, DecodeError, LlamaContext
+
+    path = models["mixtral-8x7b", "F16"]
+    n_exp, n_used, _ = _moe_shape(path)
+    layers = list(range(TINY["mixtral-8x7b"]["layers"]))
+    st = ExpertStreamer(path, layers, n_used)
+    model = st.load_model()
+    try:
+        with LlamaContext(model, ContextParams(n_ctx=64, n_batch=st.max_ubatch, n_ubatch=st.max_ubatch),
+                          st.eval_filter) as ctx:
+            inner, aborted = st.eval_filter.handler, []
+
+            def handler(tensor, ask, rule, layer):
+                inner(tensor, ask, rule, layer)
+                if st._late is not None and not aborted:
+                    aborted.append(layer)
+                    ctx.abort()
+
+            st.eval_filter.handler = handler
+            toks = model.tokenize("The quick brown fox")
+            with pytest.raises(DecodeError):
+                ctx.decode(toks, 0)    # the first pass learns the splits: nothing is deferred in it
+                for i in range(8):
+                    ctx.decode([toks[0]], len(toks) + i)
+            assert aborted and st._late is not None   # stopped with down reads in flight
+            st.eval_filter.handler = inner
+        got_toks, got_logits = _greedy(model, st.eval_filter, n=8, ubatch=st.max_ubatch)
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=8)
+    assert got_toks == ref_toks
+    assert np.array_equal(got_logits, ref_logits)
+
+
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
 def test_cache_larger_than_one_layers_experts(models, name):
     """Slots > n_expert: remapped ids exceed n_expert, so every tensor those ids index (the matmuls and
