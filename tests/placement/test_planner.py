@@ -170,3 +170,48 @@ def test_unknown_architecture_is_planned(tmp_path, caplog):
     assert "not in the role table" in caplog.text
     plan = plan_placement(m, load_hardware("cpu-2c-24g"), ram_budget=m.file_size // 2, resident_overhead=0)
     assert plan.mode == "dense-ffn-streaming" and plan.streamed_layers["nvme"]
+
+
+def test_routing_statistics_set_the_expert_cache_hit_rate(header_only_models):
+    """With earlier runs' routing, a frequency-aware cache of c experts hits the share of selections of the
+    c most chosen experts (add-one smoothed); equal counts give the uniform c / S; more skew, fewer bytes."""
+    m = inspect_model(header_only_models["mixtral-8x7b"])
+    cpu = load_hardware("cpu-2c-24g")
+    uniform = plan_placement(m, cpu, ram_budget=8 << 30)
+    c = uniform.expert_cache["experts"]["ram"]
+    layers = uniform.streamed_layers["nvme"]
+    s_all = 8 * len(layers)
+    assert 0 < c < s_all and uniform.expert_cache["hit_rate"]["ram"] == pytest.approx(c / s_all)
+    assert uniform.expert_cache["model"].startswith("uniform")
+
+    equal = plan_placement(m, cpu, ram_budget=8 << 30, routing={L: {e: 5 for e in range(8)} for L in layers})
+    assert equal.expert_cache["hit_rate"]["ram"] == pytest.approx(c / s_all)
+    assert equal.nvme_bytes_per_token == uniform.nvme_bytes_per_token
+
+    # every layer chooses experts 0 and 1 (9 times each) far more than the rest (once): hand-computed share
+    skew = {L: {0: 9, 1: 9, **{e: 1 for e in range(2, 8)}} for L in layers}
+    plan = plan_placement(m, cpu, ram_budget=8 << 30, routing=skew)
+    ranked = sorted([10, 10] * len(layers) + [2] * 6 * len(layers), reverse=True)
+    assert plan.expert_cache["experts"]["ram"] == c
+    assert plan.expert_cache["hit_rate"]["ram"] == pytest.approx(sum(ranked[:c]) / sum(ranked))
+    assert plan.expert_cache["model"].startswith("routing statistics")
+    assert plan.nvme_bytes_per_token < uniform.nvme_bytes_per_token
+    assert plan.predicted_tps > uniform.predicted_tps
+    prev = 0.0
+    for gib in range(4, 40, 2):      # still monotone in the budget
+        tps = plan_placement(m, cpu, ram_budget=gib << 30, routing=skew).predicted_tps
+        assert tps >= prev - 1e-12
+        prev = tps
+
+
+def test_routing_statistics_with_a_gpu_and_a_ram_cache(header_only_models):
+    m = inspect_model(header_only_models["mixtral-8x7b"])
+    gpu = load_hardware("rtx4090-64g")
+    uniform = plan_placement(m, gpu, gpu_budget=8 << 30, ram_budget=8 << 30)
+    layers = uniform.streamed_layers["nvme"] + uniform.streamed_layers.get("ram", [])
+    skew = {L: {0: 9, 1: 9, **{e: 1 for e in range(2, 8)}} for L in layers}
+    plan = plan_placement(m, gpu, gpu_budget=8 << 30, ram_budget=8 << 30, routing=skew)
+    _check_invariants(plan, m, 8 << 30, 8 << 30)
+    hits, base = plan.expert_cache["hit_rate"], uniform.expert_cache["hit_rate"]
+    assert hits["gpu"] > base["gpu"] and 0 <= hits["ram"] <= 1
+    assert plan.nvme_bytes_per_token < uniform.nvme_bytes_per_token

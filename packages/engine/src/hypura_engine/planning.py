@@ -62,13 +62,19 @@ def dry_run_overhead(path: str | Path, ctx: int, n_batch: int = 512) -> int:
 
 def plan_for(path: str | Path, opts):
     """Plan the model at `path` for this machine within the budgets of `opts` (LoadOptions).
-    KV cache and compute buffers come from llama.cpp's no_alloc dry run (files with data)."""
+    KV cache and compute buffers come from llama.cpp's no_alloc dry run (files with data); for a MoE model
+    with warm start on, the expert caches' hit rates come from earlier runs' routing statistics if any."""
     from hypura_placement import inspect_model, plan_placement
 
     info = inspect_model(path)
     overhead = None if info.header_only else dry_run_overhead(path, opts.ctx, opts.n_batch)
+    routing = None
+    if info.is_moe and opts.warm_start:   # earlier runs' routing: the expert caches' hit rates
+        from .routing_stats import load_counts
+
+        routing = load_counts(path) or None
     plan = plan_placement(info, hardware_spec(), gpu_budget=opts.gpu_budget, ram_budget=opts.ram_budget,
-                          ctx=opts.ctx, resident_overhead=overhead)
+                          ctx=opts.ctx, resident_overhead=overhead, routing=routing)
     return plan, info
 
 

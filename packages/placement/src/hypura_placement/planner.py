@@ -14,7 +14,9 @@ too, as the pessimistic bound). A dense FFN layer that streams is read whole eve
 an LRU cache smaller than the set hits nothing). A routed-expert layer is read at ``n_used / n_expert`` of
 its bytes (uniform routing); an expert cache of capacity ``c`` experts over ``S`` streamed experts hits
 ``c / S`` (uniform routing; caches independent), so misses are ``(1 - hit)`` of the touched bytes.
-Real routing is skewed (a minority of experts takes most selections), so real hit rates are higher.
+Real routing is skewed (a minority of experts takes most selections), so real hit rates are higher: given
+routing statistics of earlier runs, the hit rate is the share of selections of the ``c`` most chosen
+experts (what a frequency-aware cache keeps; :func:`_hit_rates`).
 
 Algorithm. (1) The always-resident part (attention, norms, router, shared experts, output, other; the
 embedding in RAM) goes on the compute tier with the KV cache and compute buffers (``resident_overhead``,
@@ -133,9 +135,12 @@ def _units(m: ModelInfo) -> list[_Unit]:
 
 
 def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: int | None = None,
-                   ram_budget: int | None = None, ctx: int = 4096, resident_overhead: int | None = None) -> Plan:
+                   ram_budget: int | None = None, ctx: int = 4096, resident_overhead: int | None = None,
+                   routing: dict[int, dict[int, int]] | None = None) -> Plan:
     """Place every tensor of ``model_info`` on ``hardware`` within the budgets (bytes; None: measured free
     minus a margin). ``resident_overhead``: KV cache + compute buffers in bytes (None: formula).
+    ``routing``: {layer: {expert: times chosen}} from earlier runs (None: uniform routing), for the expert
+    caches' hit rates (see :func:`_hit_rates`).
     Raises :class:`PlanError` when the budget cannot hold the always-resident part and one streaming slot.
     """
     m, hw = model_info, hardware
@@ -178,7 +183,7 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
         for u in units:
             u.tier = ctier
         plan.reserved = {"ram": emb_copy} if emb_copy else {}
-        return _finish(plan, m, hw, units, tiers, 0, 0, 0, 0)
+        return _finish(plan, m, hw, units, tiers, 0, 0, 0, 0, routing)
     slot = max(u.slot for u in units) if units else 0
     minimum = core_c + overhead + slot
     if cap_c < minimum or not units:
@@ -215,7 +220,7 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
         plan.reserved = {ctier: n_slots * slot, **({"ram": staging} if has_gpu and staging else {})}
         if emb_copy:
             plan.reserved["ram"] = plan.reserved.get("ram", 0) + emb_copy
-        return _finish(plan, m, hw, units, dict(tiers), lc, lr if has_gpu else 0, n_slots, slot)
+        return _finish(plan, m, hw, units, dict(tiers), lc, lr if has_gpu else 0, n_slots, slot, routing)
 
     template = plan.to_dict()
     moe = any(u.kind == "routed_expert" for u in units)
@@ -233,8 +238,37 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
 
 
+def _hit_rates(routing: dict[int, dict[int, int]] | None, moe: list[_Unit], c_cache: int, r_cache: int,
+               ctier: str) -> tuple[float, float, str]:
+    """Hit rates of the compute-tier expert cache (all streamed MoE layers) and of the RAM cache behind it
+    (the NVMe-tier layers' misses), and the model used.
+
+    Uniform routing: ``c / S`` and ``r / S_nvme``. With routing statistics, a frequency-aware cache holds the
+    most chosen experts: the compute cache hits the share of selections of the ``c`` most chosen (layer,
+    expert) pairs, the RAM cache the share of the NVMe layers' remaining selections of the next ``r``.
+    Counts get one pseudo-selection per expert (add-one smoothing), so that a few tokens' statistics do not
+    promise that a cache of never-seen experts hits; equal counts give the uniform compute-cache figure (the
+    RAM cache is then taken to hold experts the compute cache does not, not an independent sample)."""
+    s_all = sum(u.n_expert for u in moe)
+    s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
+    uniform = (c_cache / s_all if s_all else 0.0, r_cache / s_nvme if s_nvme else 0.0,
+               "uniform routing: hit = cache capacity / experts it serves; caches independent")
+    if not routing or not moe or not any(routing.get(u.layer) for u in moe):
+        return uniform
+    ranked = sorted(((routing.get(u.layer, {}).get(e, 0) + 1, u.tier) for u in moe for e in range(u.n_expert)),
+                    key=lambda x: -x[0])
+    total = sum(n for n, _ in ranked)
+    h_c = sum(n for n, _ in ranked[:c_cache]) / total
+    rest = [n for n, tier in ranked[c_cache:] if tier == "nvme"]
+    miss_nvme = sum(rest)
+    h_r = sum(rest[:r_cache]) / miss_nvme if ctier == "gpu" and miss_nvme else 0.0
+    return h_c, h_r, ("routing statistics of earlier runs: hit = share of selections of the most chosen experts "
+                      "the cache holds (frequency-aware eviction)")
+
+
 def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str],
-            left_c: int, left_r: int, n_slots: int, slot: int) -> Plan:
+            left_c: int, left_r: int, n_slots: int, slot: int,
+            routing: dict[int, dict[int, int]] | None = None) -> Plan:
     ctier = plan.compute_tier
     for u in units:
         for n in u.names:
@@ -251,8 +285,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
     c_cache = min(s_all, left_c // ebytes) if ebytes else 0
     r_cache = min(s_nvme, left_r // ebytes) if ebytes and ctier == "gpu" else 0
-    h_c = c_cache / s_all if s_all else 0.0
-    h_r = r_cache / s_nvme if s_nvme else 0.0
+    h_c, h_r, hit_model = _hit_rates(routing, moe, c_cache, r_cache, ctier)
     ram_tok = nvme_tok = 0.0
     for u in streamed:
         if u.kind == "dense_ffn":
@@ -271,7 +304,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
         plan.reserved["ram"] = plan.reserved.get("ram", 0) + r_cache * ebytes
     plan.expert_cache = {"experts": {ctier: c_cache, **({"ram": r_cache} if ctier == "gpu" else {})},
                          "expert_bytes": ebytes, "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
-                         "model": "uniform routing: hit = cache capacity / experts it serves; caches independent"}
+                         "model": hit_model}
     if any(u.kind == "routed_expert" for u in streamed):
         plan.mode = "expert-streaming"
     elif streamed:

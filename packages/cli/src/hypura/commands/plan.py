@@ -91,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
         from hypura_engine.planning import dry_run_overhead
 
         overhead = dry_run_overhead(info.path, cfg.ctx)
+    routing = None
+    if info.is_moe and not args.no_routing_stats:   # as `hypura run` plans with warm start on
+        from hypura_engine.routing_stats import load_counts
+
+        routing = load_counts(info.path) or None
     plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx,
-                          resident_overhead=overhead)
+                          resident_overhead=overhead, routing=routing)
     if args.json:
         out = plan.to_dict()
         if note:
@@ -117,5 +122,8 @@ def register(subparsers) -> None:
     p.add_argument("--hardware", default=None, metavar="NAME|FILE",
                    help="plan for a preset (mac-m1max-32g, mac-m2ultra-192g, rtx4090-64g, h100-80g, cpu-2c-24g) "
                         "or a profile JSON file (default: this machine's measured profile)")
+    p.add_argument("--no-routing-stats", action="store_true",
+                   help="MoE: predict expert-cache hit rates for uniform routing even when earlier runs left "
+                        "routing statistics (the default uses them, as `hypura run` does with warm start)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run, command="plan")
