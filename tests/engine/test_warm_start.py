@@ -78,3 +78,29 @@ def test_unreadable_statistics_are_ignored(tmp_path):
         assert load_counts(path) == {}
     finally:
         target.unlink(missing_ok=True)
+
+
+def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path):
+    """Host cache slots are a page longer per expert tensor (experts read in place): the streamer the
+    engine opens keeps the plan's slot count when the plan's unused RAM holds the padding, and fewer slots
+    otherwise — the RAM budget is never exceeded by it."""
+    from hypura_engine.planning import open_streamer, plan_for
+
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", layers=4, scale=8, vocab=512, qtype="F16")
+    full, _ = plan_for(path, LoadOptions(mode="auto", ctx=256, ram_budget=64 << 30, warm_start=False))
+    experts = sum(r["ffn_bytes"] for r in full.layers)
+    for frac in (2, 3, 5):
+        plan, info = plan_for(path, LoadOptions(mode="expert-stream", ctx=256, warm_start=False,
+                                                ram_budget=full.used("ram") - experts // frac))
+        ebytes = plan.expert_cache["expert_bytes"]
+        planned = plan.expert_cache["experts"]["ram"] * ebytes + plan.n_slots * plan.slot_bytes
+        st = open_streamer(path, plan, info, "expert-stream")
+        try:
+            st.load_model().close()
+            assert st.in_place_fraction == 1.0
+            assert plan.used("ram") - planned + st.cache_bytes <= plan.ram_budget
+            spare = plan.ram_budget - plan.used("ram")
+            if spare >= st.n_slots * 3 * 4096:
+                assert st.n_slots == planned // ebytes
+        finally:
+            st.close()

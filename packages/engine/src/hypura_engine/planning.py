@@ -113,10 +113,12 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
         ebytes = plan.expert_cache.get("expert_bytes") or 1
         cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
         pool = cached * ebytes + plan.n_slots * plan.slot_bytes
-        if device is None:   # host slots are a page longer per expert tensor (read in place): same bytes, fewer slots
-            kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
-            ebytes += kinds * HOST_SLOT_PAD
         slots = pool // ebytes
+        if device is None:   # host slots are a page longer per expert tensor (read in place): from what the plan
+            kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
+            pad = kinds * HOST_SLOT_PAD   # leaves unused in the RAM budget, else one slot fewer
+            if slots * pad > plan.ram_budget - plan.used("ram"):
+                slots = pool // (ebytes + pad)
         ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if device is not None else 0
         return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device,
                               ram_slots=ram_slots, prefetch=prefetch)
