@@ -37,11 +37,12 @@ def _moe_shape(path) -> tuple[int, int, int]:
             int(meta.get(f"{arch}.leading_dense_block_count", 0)))
 
 
-def _streamed(st, n=8):
-    """Greedy tokens, logits and stats of a run through `st` (closed afterwards)."""
+def _streamed(st, n=8, ubatch=None):
+    """Greedy tokens, logits and stats of a run through `st` (closed afterwards); ubatch: the streamer's
+    largest by default."""
     model = st.load_model()
     try:
-        toks, logits = _greedy(model, st.eval_filter, n=n, ubatch=st.max_ubatch)
+        toks, logits = _greedy(model, st.eval_filter, n=n, ubatch=ubatch or st.max_ubatch)
         return toks, logits, st.stats()
     finally:
         model.close()
@@ -98,10 +99,12 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     n_exp, n_used, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
     runs = {}
+    slots = max(n_used, n_exp // 2) * 2
+    ubatch = slots // n_used    # prompt chunks that fill the cache as a long prompt would (mixtral: 8 = n_exp slots)
     for prefetch in (True, False):
-        st = ExpertStreamer(path, layers, max(n_used, n_exp // 2) * 2, prefetch=prefetch)
-        runs[prefetch] = (*_streamed(st, n=16), st.cache.stats)
-    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=16)
+        st = ExpertStreamer(path, layers, slots, prefetch=prefetch)
+        runs[prefetch] = (*_streamed(st, n=16, ubatch=ubatch), st.cache.stats)
+    ref_toks, ref_logits = _resident(path, ubatch=ubatch, n=16)
     (on_t, on_l, on, on_c), (off_t, off_l, off, off_c) = runs[True], runs[False]
     assert on_t == off_t == ref_toks
     assert np.array_equal(on_l, ref_logits) and np.array_equal(off_l, ref_logits)
@@ -189,13 +192,16 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
 def test_cache_larger_than_one_layers_experts(models, name):
     """Slots > n_expert: remapped ids exceed n_expert, so every tensor those ids index (the matmuls and
-    llama.cpp's optional per-expert scales the loader fills neutrally) must span the slots."""
+    llama.cpp's optional per-expert scales the loader fills neutrally) must span the slots. A layer's
+    experts all fit, so any batch's union does: the prompt goes in one ubatch (one pass), not in chunks."""
     path = models[name, "Q4_0"]
-    n_exp, _, lead = _moe_shape(path)
+    n_exp, n_used, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
     st = ExpertStreamer(path, layers, n_exp + n_exp // 2)
-    toks, logits, _ = _streamed(st, n=12)
+    toks, logits, stats = _streamed(st, n=12)
     assert st.n_slots == n_exp + n_exp // 2
+    assert st.max_ubatch == 512 > st.n_slots // n_used
+    assert stats["passes"] == 1 + 12      # the prompt's pass, then one per decoded token
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=12)
     assert toks == ref_toks
     assert np.array_equal(logits, ref_logits)

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 SPEC_CHUNK = 4 << 20    # speculative reads go in pieces this size: a wrong guess stops within one piece
 SPEC_THREADS = 3
+UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
 HOST_SLOT_PAD = ALIGN   # bytes a host cache slot has beyond one expert of one kind (_place_host_slots)
 
 
@@ -403,7 +404,10 @@ class ExpertStreamer:
 
     @property
     def max_ubatch(self) -> int:
-        """Largest ubatch whose union of experts always fits the cache."""
+        """Largest ubatch whose union of experts always fits the cache: any (llama.cpp's default 512) when the
+        cache holds a whole layer's experts, else as many tokens as the cache holds selections of."""
+        if 0 < self.n_expert <= self.n_slots:
+            return UBATCH_ANY
         return max(1, self.n_slots // max(1, self.n_used))
 
     # -- reading one expert ---------------------------------------------------------------
