@@ -130,6 +130,30 @@ def test_dense_streaming_of_a_long_prompt_on_the_gpu(tmp_path, gpu):
     assert np.allclose(logits, ref_logits, atol=1e-2)
 
 
+@pytest.mark.parametrize("preset", ["mixtral-8x7b", "deepseek-v3"])
+def test_expert_streaming_of_a_long_prompt_in_one_ubatch_on_the_gpu(tmp_path, gpu, preset):
+    """A VRAM cache holding a whole layer's experts takes llama.cpp's default ubatch: a prompt of well over
+    32 tokens goes in one ubatch (the union of its experts, every layer). Tokens equal the resident run's."""
+    path = write_synthetic(tmp_path / "moe.gguf", preset, qtype="Q4_0", **TINY[preset])
+    shape = TINY[preset]
+    n_exp = 16 if preset == "deepseek-v3" else 8
+    prompt = "The quick brown fox jumps over the lazy dog. " * 8
+    st = ExpertStreamer(path, range(shape.get("dense_lead", 0), shape["layers"]), n_exp + 2, device=gpu)
+    model = st.load_model()
+    try:
+        assert st.max_ubatch == 512
+        n_prompt = len(model.tokenize(prompt))
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=8, ubatch=512, n_ctx=512, prompt=prompt)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1, use_extra_bufts=False)) as m:
+        ref_toks, _ = greedy_with_logits(m, n=8, ubatch=512, n_ctx=512, prompt=prompt)
+    assert n_prompt >= 32 and stats["passes"] == 1 + 8 and stats["streamed_ops_on_gpu"]
+    assert toks == ref_toks
+
+
 @pytest.mark.parametrize("preset,qtype,slots,ram_slots,warm", [
     ("mixtral-8x7b", "F16", 4, 0, False), ("mixtral-8x7b", "Q4_0", 4, 0, False),
     ("mixtral-8x7b", "Q4_0", 4, 6, False),

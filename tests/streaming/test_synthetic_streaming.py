@@ -190,6 +190,30 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
+def test_a_long_prompt_in_one_ubatch_when_a_layers_experts_fit(models, name):
+    """A prompt of well over 32 tokens in one ubatch through a cache that holds a whole layer's experts:
+    each layer reads the union of its tokens' experts once; bit-identical to resident at the same ubatch."""
+    path = models[name, "F16"]
+    n_exp, _, lead = _moe_shape(path)
+    prompt = "The quick brown fox jumps over the lazy dog. " * 8
+    st = ExpertStreamer(path, range(lead, TINY[name]["layers"]), n_exp)
+    model = st.load_model()
+    try:
+        assert st.max_ubatch == 512
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=6, ubatch=512, n_ctx=512, prompt=prompt)
+        stats = st.stats()
+        n_prompt = len(model.tokenize(prompt))
+    finally:
+        model.close()
+        st.close()
+    with h.LlamaModel.load(path, h.ModelParams(use_extra_bufts=False)) as m:
+        ref_toks, ref_logits = greedy_with_logits(m, n=6, ubatch=512, n_ctx=512, prompt=prompt)
+    assert n_prompt >= 32 and stats["passes"] == 1 + 6
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+
+
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])
 def test_cache_larger_than_one_layers_experts(models, name):
     """Slots > n_expert: remapped ids exceed n_expert, so every tensor those ids index (the matmuls and
     llama.cpp's optional per-expert scales the loader fills neutrally) must span the slots. A layer's
