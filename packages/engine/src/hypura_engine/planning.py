@@ -60,6 +60,16 @@ def dry_run_overhead(path: str | Path, ctx: int, n_batch: int = 512) -> int:
     return int(total * (1 << 20))
 
 
+def routing_for_plan(info):
+    """Earlier runs' routing statistics of a MoE model, for the planner's expert-cache hit rates (None: none,
+    or not a MoE model)."""
+    if not info.is_moe:
+        return None
+    from .routing_stats import load_counts
+
+    return load_counts(info.path) or None
+
+
 def plan_for(path: str | Path, opts):
     """Plan the model at `path` for this machine within the budgets of `opts` (LoadOptions).
     KV cache and compute buffers come from llama.cpp's no_alloc dry run (files with data); for a MoE model
@@ -68,11 +78,7 @@ def plan_for(path: str | Path, opts):
 
     info = inspect_model(path)
     overhead = None if info.header_only else dry_run_overhead(path, opts.ctx, opts.n_batch)
-    routing = None
-    if info.is_moe and opts.warm_start:   # earlier runs' routing: the expert caches' hit rates
-        from .routing_stats import load_counts
-
-        routing = load_counts(path) or None
+    routing = routing_for_plan(info) if opts.warm_start else None
     plan = plan_placement(info, hardware_spec(), gpu_budget=opts.gpu_budget, ram_budget=opts.ram_budget,
                           ctx=opts.ctx, resident_overhead=overhead, routing=routing)
     return plan, info

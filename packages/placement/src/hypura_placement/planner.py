@@ -239,7 +239,7 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
 
 
 def _hit_rates(routing: dict[int, dict[int, int]] | None, moe: list[_Unit], c_cache: int, r_cache: int,
-               ctier: str) -> tuple[float, float, str]:
+               s_all: int, s_nvme: int, ctier: str) -> tuple[float, float, str]:
     """Hit rates of the compute-tier expert cache (all streamed MoE layers) and of the RAM cache behind it
     (the NVMe-tier layers' misses), and the model used.
 
@@ -248,9 +248,8 @@ def _hit_rates(routing: dict[int, dict[int, int]] | None, moe: list[_Unit], c_ca
     expert) pairs, the RAM cache the share of the NVMe layers' remaining selections of the next ``r``.
     Counts get one pseudo-selection per expert (add-one smoothing), so that a few tokens' statistics do not
     promise that a cache of never-seen experts hits; equal counts give the uniform compute-cache figure (the
-    RAM cache is then taken to hold experts the compute cache does not, not an independent sample)."""
-    s_all = sum(u.n_expert for u in moe)
-    s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
+    RAM cache is then taken to hold experts the compute cache does not, not an independent sample).
+    ``s_all`` / ``s_nvme``: experts of the streamed MoE layers / of those on NVMe."""
     uniform = (c_cache / s_all if s_all else 0.0, r_cache / s_nvme if s_nvme else 0.0,
                "uniform routing: hit = cache capacity / experts it serves; caches independent")
     if not routing or not moe or not any(routing.get(u.layer) for u in moe):
@@ -285,7 +284,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
     c_cache = min(s_all, left_c // ebytes) if ebytes else 0
     r_cache = min(s_nvme, left_r // ebytes) if ebytes and ctier == "gpu" else 0
-    h_c, h_r, hit_model = _hit_rates(routing, moe, c_cache, r_cache, ctier)
+    h_c, h_r, hit_model = _hit_rates(routing, moe, c_cache, r_cache, s_all, s_nvme, ctier)
     ram_tok = nvme_tok = 0.0
     for u in streamed:
         if u.kind == "dense_ffn":

@@ -289,7 +289,7 @@ class ExpertStreamer:
             base = ffi.cast("char *", self._vram.base)
         for layer, kinds in per_layer.items():
             for kind, (name, t) in kinds.items():
-                shift = self._place_host_slots(layer, kind) if self.device is None else 0
+                shift = self._place_host_slots(layer, kind)
                 t.buffer = self.buffer
                 t.data = base + self.kinds[kind]["offset"] + shift
                 t.ne[2] = self.n_slots
@@ -315,9 +315,8 @@ class ExpertStreamer:
         # in place need only their partial first and last pages (RAM-tier-only reads are always staged)
         largest = 2 * ALIGN
         for key, parts in self.expert_src.items():
-            flags = self._in_place.get(key, ()) if self.l2 is None else ()
-            largest = max(largest, sum(align_up(nb) + ALIGN for p, (_, nb) in enumerate(parts)
-                                       if not (p < len(flags) and flags[p])))
+            staged = parts if self.l2 is not None else [part for part, ok in zip(parts, self._in_place[key]) if not ok]
+            largest = max(largest, sum(align_up(nb) + ALIGN for _, nb in staged))
         for _ in range(self.reader.pool._max_workers):
             if self.device is None:
                 buf = AlignedBuffer(largest)
@@ -338,11 +337,12 @@ class ExpertStreamer:
         whole pages are read straight into the slot and only its first and last partial pages go through
         staging: no 99 MB copy per Mixtral expert on the CPU that must then compute. A part that cannot be
         placed so (not whole pages, or the second part of a composed gate_up at another misalignment) is
-        read into staging and copied, as on a GPU."""
-        shift = self.expert_src[(layer, kind)][0][0] % ALIGN
+        read into staging and copied, as on a GPU (where every part is staged and the shift is 0)."""
+        host = self.device is None
+        shift = self.expert_src[(layer, kind)][0][0] % ALIGN if host else 0
         flags, pos = [], 0
         for offset, nb in self.expert_src[(layer, kind)]:
-            flags.append(nb % ALIGN == 0 and pos % ALIGN == 0 and (offset - shift) % ALIGN == 0)
+            flags.append(host and nb % ALIGN == 0 and pos % ALIGN == 0 and (offset - shift) % ALIGN == 0)
             pos += nb
         self._in_place[(layer, kind)] = tuple(flags)
         self._shift[(layer, kind)] = shift
@@ -356,12 +356,9 @@ class ExpertStreamer:
     @property
     def in_place_fraction(self) -> float:
         """Share of the streamed expert bytes read straight into their host slots (0 on a GPU)."""
-        total = placed = 0
-        for key, parts in self.expert_src.items():
-            flags = self._in_place.get(key, ())
-            for p, (_, nb) in enumerate(parts):
-                total += nb
-                placed += nb if p < len(flags) and flags[p] else 0
+        total = sum(nb for parts in self.expert_src.values() for _, nb in parts)
+        placed = sum(nb for key, parts in self.expert_src.items()
+                     for (_, nb), ok in zip(parts, self._in_place[key]) if ok)
         return placed / total if total else 0.0
 
     def _resize_neutral_side_tensors(self, owned: OwnedLoad) -> None:
@@ -420,11 +417,11 @@ class ExpertStreamer:
         stride = self.kinds[kind]["stride"]
         pos = at = 0
         uploads = []
-        in_place = self._in_place.get((layer, kind), ()) if slot is not None else ()
+        in_place = self._in_place[(layer, kind)]
         stage = self._staging.get()
         try:
             for p, (offset, nb) in enumerate(self.expert_src[(layer, kind)]):
-                if p < len(in_place) and in_place[p]:
+                if slot is not None and in_place[p]:
                     dst = self._slot_ptr(layer, kind, slot) + pos
                     self._read_in_place(dst, offset + expert * nb, nb, stage, cancel)
                     if l2_slot is not None:
@@ -497,13 +494,7 @@ class ExpertStreamer:
                 for (layer, e), s in l1 for kind in self.kinds]
         futs += [self.reader.pool.submit(self._read_expert, layer, kind, e, None, s)
                  for (layer, e), s in l2 for kind in self.kinds]
-        try:
-            self._finish_reads(futs)
-        except BaseException:   # forget what was placed
-            self.cache.invalidate([s for _, s in l1])
-            if self.l2 is not None:
-                self.l2.invalidate([s for _, s in l2])
-            raise
+        self._await_fill(futs, [s for _, s in l1], [s for _, s in l2])
         self._load_bytes = self._mark = self.reader.bytes_read
         self.reader.clock.busy_s = 0.0
         self._warm = {"warm_start_experts": len(l1), "warm_start_ram_experts": len(l2),
@@ -615,6 +606,20 @@ class ExpertStreamer:
             self._drain(f for f in futs if f not in done)
             raise
 
+    def _await_fill(self, futs: list, slots: list[int], l2_slots: list) -> None:
+        """Wait for the reads that fill `slots` (and RAM-tier `l2_slots`); if one fails, those slots hold
+        nothing usable: forget them, then raise."""
+        try:
+            self._finish_reads(futs)
+        except BaseException:
+            self._forget(slots, l2_slots)
+            raise
+
+    def _forget(self, slots: list[int], l2_slots: list) -> None:
+        self.cache.invalidate(slots)
+        if self.l2 is not None:
+            self.l2.invalidate([s for s in l2_slots if s is not None])
+
     def _upload(self, pending) -> None:
         """Upload what a device read left in pinned staging, then free the staging."""
         kind, stage, uploads = pending
@@ -651,13 +656,7 @@ class ExpertStreamer:
             return
         held, futs, slots, l2_slots = late
         t0 = time.perf_counter()
-        try:
-            self._finish_reads(futs)
-        except BaseException:
-            self.cache.invalidate(slots)
-            if self.l2 is not None:
-                self.l2.invalidate(l2_slots)
-            raise
+        self._await_fill(futs, slots, l2_slots)
         self.stall_s += time.perf_counter() - t0
         self._count_bytes()
         if held != layer:
@@ -739,25 +738,21 @@ class ExpertStreamer:
                 for e, s, l2s in from_disk for kind in self.kinds if kind not in late]
         futs += spec_futs              # this layer's right guesses, still reading
         t0 = time.perf_counter()
+        filling, l2_filling = [s for _, s in to_read] + spec_slots, [l2s for _, _, l2s in from_disk]
         try:
-            try:
-                for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
-                    for kind in self.kinds:
-                        self._deliver(layer, kind, self._l2_ptr(l2s, kind), s)
-            except BaseException:
-                self._drain(futs)
-                raise
-            self._finish_reads(futs)
-        except BaseException:   # the slots being filled hold nothing usable
-            self.cache.invalidate([s for _, s in to_read] + spec_slots)
-            if self.l2 is not None:
-                self.l2.invalidate([l2s for _, _, l2s in from_disk])
+            for e, s, l2s in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
+                for kind in self.kinds:
+                    self._deliver(layer, kind, self._l2_ptr(l2s, kind), s)
+        except BaseException:
+            self._drain(futs)
+            self._forget(filling, l2_filling)
             raise
+        self._await_fill(futs, filling, l2_filling)
         self.stall_s += time.perf_counter() - t0
         if late and from_disk:   # the disk reads them while gate/up compute; waited for at the split after
             self._late = (layer, [self.reader.pool.submit(self._read_expert, layer, kind, e, s, l2s)
                            for e, s, l2s in from_disk for kind in late],
-                          [s for _, s, _ in from_disk], [l2s for _, _, l2s in from_disk if l2s is not None])
+                          [s for _, s, _ in from_disk], l2_filling)
             self._late_reads += len(from_disk)
             self._arm(layer, True)
         self.expert_bytes_read += (len(from_disk) + len(spec_slots)) * self._l2_stride

@@ -91,11 +91,9 @@ def run(args: argparse.Namespace) -> int:
         from hypura_engine.planning import dry_run_overhead
 
         overhead = dry_run_overhead(info.path, cfg.ctx)
-    routing = None
-    if info.is_moe and not args.no_routing_stats:   # as `hypura run` plans with warm start on
-        from hypura_engine.routing_stats import load_counts
+    from hypura_engine.planning import routing_for_plan
 
-        routing = load_counts(info.path) or None
+    routing = None if args.no_routing_stats else routing_for_plan(info)   # as `hypura run` with warm start
     plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx,
                           resident_overhead=overhead, routing=routing)
     if args.json:
