@@ -310,3 +310,26 @@ def test_a_failed_expert_read_frees_each_staging_buffer_once(models):
     finally:
         model.close()
         st.close()
+
+
+def test_expert_tensors_in_an_unexpected_layout_are_a_clear_error_naming_the_tensor(tmp_path, monkeypatch):
+    """One layer's down experts in another type than the other layers' (as Q4_K_M files do; llama.cpp loads
+    and runs it, but the shared cache region needs one expert size per kind): expert streaming refuses
+    with the tensor's name, before any token, and the resident run of the same file still works."""
+    from gguf import GGMLQuantizationType
+
+    from hypura_placement.synthetic import writer
+
+    odd = "blk.1.ffn_down_exps.weight"
+    plain = writer._type_of
+    monkeypatch.setattr(writer, "_type_of",
+                        lambda s, q: GGMLQuantizationType.Q8_0 if s.name == odd else plain(s, q))
+    path = write_synthetic(tmp_path / "mixed.gguf", "mixtral-8x7b", qtype="F16", **TINY["mixtral-8x7b"])
+    st = ExpertStreamer(path, range(TINY["mixtral-8x7b"]["layers"]), 4)
+    try:
+        with pytest.raises(ValueError, match=r"tensor blk\.\d\.ffn_down_exps\.weight: expert size \d+ differs"):
+            st.load_model()
+    finally:
+        st.close()
+    toks, _ = _resident(path, n=2)
+    assert len(toks) == 2
