@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMPS := .cache/stamps
-PKGS   := llama-binding hardware placement streaming engine server cli
+PKGS   := llama-binding hardware placement synthetic streaming engine server cli
 NATIVE := build/llama.cpp/.hypura-built
 BINDING_SRC := $(wildcard packages/llama-binding/decl/*.h packages/llama-binding/csrc/*.c) \
                packages/llama-binding/build_native.py

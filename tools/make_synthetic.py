@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 from hypura_placement import read_header
-from hypura_placement.synthetic import PRESETS, QTYPES, get_preset, write_synthetic
+from hypura_synthetic import ARCH_SHAPES, QTYPES, get_preset, params_estimate, write_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make_synthetic.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("preset", choices=sorted(PRESETS), help="architecture and size to imitate")
+    p.add_argument("preset", choices=sorted(ARCH_SHAPES), help="architecture and size to imitate")
     p.add_argument("output", type=Path, help="the .gguf file to write (overwritten)")
     p.add_argument("--type", dest="qtype", default="Q4_0", choices=sorted(QTYPES),
                    help="type of the weight matrices (1-D tensors and routers stay F32) [Q4_0]")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shape = get_preset(a.preset).scaled(layers=a.layers, scale=a.scale, experts=a.experts,
                                             experts_used=a.experts_used, vocab=a.vocab, dense_lead=a.dense_lead)
-        print(f"{a.preset}: {shape.params_estimate() / 1e9:.3f} B parameters, {shape.n_layer} layers, "
+        print(f"{a.preset}: {params_estimate(shape) / 1e9:.3f} B parameters, {shape.n_layer} layers, "
               f"n_embd {shape.n_embd}" + (f", {shape.n_expert} experts (top-{shape.n_expert_used})" if shape.moe else ""),
               file=sys.stderr)
         t0 = time.perf_counter()

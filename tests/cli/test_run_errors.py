@@ -56,7 +56,7 @@ def test_output_piped_into_a_reader_that_leaves(tmp_path):
     import subprocess
 
     from helpers import HYPURA
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     path = write_synthetic(tmp_path / "k.gguf", "kimi-k2", header_only=True)   # ~1,100 tensors: > a pipe's 64 KiB
     proc = subprocess.Popen([*HYPURA, "inspect", str(path), "--tensors"], stdout=subprocess.PIPE,

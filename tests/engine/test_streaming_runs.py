@@ -8,7 +8,7 @@ import pytest
 
 from hypura_engine import GenerateOptions, LoadOptions, Runner
 from hypura_llama import SamplingOptions
-from hypura_placement.synthetic import write_synthetic
+from hypura_synthetic import write_synthetic
 from helpers import run_hypura
 
 # Python, numpy, llama.cpp's libraries and CPU backend, thread stacks: what a process costs before weights.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import hypura_llama as h
-from hypura_placement.synthetic import TINY, write_synthetic
+from hypura_synthetic import TINY, write_synthetic
 from hypura_streaming import DenseStreamer, DirectReader, ExpertStreamer, OwnedLoad
 from helpers import greedy_with_logits
 

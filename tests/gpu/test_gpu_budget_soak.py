@@ -44,7 +44,7 @@ class _GpuSampler(threading.Thread):
 def models(tmp_path_factory):
     if shutil.which("nvidia-smi") is None:
         pytest.skip("needs nvidia-smi")
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     d = tmp_path_factory.mktemp("gpu-soak")
     write_synthetic(d / "dense.gguf", "llama3-70b", layers=8, scale=2, vocab=512, qtype="Q4_0")

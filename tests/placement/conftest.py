@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hypura_placement.synthetic import TINY
-from hypura_placement.synthetic import write_synthetic as _write
+from hypura_synthetic import TINY
+from hypura_synthetic import write_synthetic as _write
 
 
 def write_synthetic(path: str | Path, preset: str, **scale) -> Path:

@@ -64,7 +64,7 @@ def test_truncated_data_and_header(tmp_path, synthetic):
 
 
 def test_header_only_is_not_truncated(tmp_path):
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     p = write_synthetic(tmp_path / "h.gguf", "mixtral-8x7b", layers=2, scale=32, vocab=512, header_only=True)
     with pytest.raises(GGUFError, match="header-only file"):

@@ -5,7 +5,7 @@ import dataclasses
 import logging
 
 from hypura_placement import inspect_model, tensor_role
-from hypura_placement.synthetic import get_preset, write_synthetic
+from hypura_synthetic import get_preset, write_synthetic
 
 
 def test_gemma_roles(gemma):

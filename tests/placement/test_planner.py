@@ -162,7 +162,7 @@ def test_measured_overhead_is_used(header_only_models):
 def test_unknown_architecture_is_planned(tmp_path, caplog):
     import dataclasses
 
-    from hypura_placement.synthetic import get_preset, write_synthetic
+    from hypura_synthetic import get_preset, write_synthetic
 
     shape = dataclasses.replace(get_preset("llama3-70b"), arch="mystery", preset="mystery")
     p = write_synthetic(tmp_path / "m.gguf", shape, layers=4, scale=16, vocab=512)

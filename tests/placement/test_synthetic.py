@@ -9,17 +9,17 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from hypura_placement import inspect_model, validate_gguf
-from hypura_placement.synthetic import PRESETS, TINY, build_vocab, gain_for_skew, hot_share, tensor_specs
-from hypura_placement.synthetic.vocab import byte_symbols
+from hypura_synthetic import ARCH_SHAPES, TINY, build_vocab, gain_for_skew, hot_share, tensor_specs
+from hypura_synthetic.vocab import byte_symbols
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", sorted(ARCH_SHAPES))
 def test_tiny_presets_are_complete_files(synthetic, preset):
     p = synthetic(preset)
     h = validate_gguf(p)
-    assert h.data_end <= h.file_size and h.kv["general.architecture"] == PRESETS[preset].arch
+    assert h.data_end <= h.file_size and h.kv["general.architecture"] == ARCH_SHAPES[preset].arch
     m = inspect_model(p)
-    shape = PRESETS[preset].scaled(**TINY[preset])
+    shape = ARCH_SHAPES[preset].scaled(**TINY[preset])
     assert [t.name for t in m.tensors] == [s.name for s in tensor_specs(shape)]
     assert [t.shape for t in m.tensors] == [s.shape for s in tensor_specs(shape)]
     assert "other" not in {t.role for t in m.tensors}
@@ -46,7 +46,7 @@ def test_values_valid_zero_mean_non_repeating(synthetic, qtype):
 
 
 def test_seed_makes_files_reproducible(tmp_path):
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     digest = [hashlib.sha256(write_synthetic(tmp_path / f"{i}.gguf", "llama3-70b", seed=s, **TINY["llama3-70b"])
                              .read_bytes()).hexdigest() for i, s in enumerate((1, 1, 2))]

@@ -17,7 +17,7 @@ for p in (HERE, ROOT / "tools"):
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A dense (llama) and a MoE (mixtral) model of ~1-2 MB that llama.cpp loads and runs in milliseconds."""
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     d = tmp_path_factory.mktemp("tiny")
     return {"dense": write_synthetic(d / "dense.gguf", "llama3-70b", layers=2, scale=32, vocab=512),

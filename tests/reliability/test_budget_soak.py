@@ -24,7 +24,7 @@ def _report(report: dict) -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from hypura_placement.synthetic import write_synthetic
+    from hypura_synthetic import write_synthetic
 
     d = tmp_path_factory.mktemp("budget-models")
     # Dense: 8 layers of llama3-70b at 1/4 width, Q4_0 (242 MB; FFN is 82% of it).

@@ -38,7 +38,7 @@ def no_server_error(ctx, response, case):
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     """A server whose one model is a tiny llama with a 256-token context: any generation ends quickly."""
-    from hypura_placement.synthetic import get_preset, write_synthetic
+    from hypura_synthetic import get_preset, write_synthetic
 
     models = tmp_path_factory.mktemp("req-models")
     shape = replace(get_preset("llama3-70b").scaled(layers=2, scale=32, vocab=512), ctx=256)

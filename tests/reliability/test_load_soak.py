@@ -13,7 +13,7 @@ from soak import ServeProcess, check, drive, request, settle, soak
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    from hypura_placement.synthetic import get_preset, write_synthetic
+    from hypura_synthetic import get_preset, write_synthetic
 
     models = tmp_path_factory.mktemp("soak-models")
     write_synthetic(models / "tiny.gguf", replace(get_preset("llama3-70b").scaled(layers=2, scale=32, vocab=512),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hypura_llama as h
-from hypura_placement.synthetic import TINY, write_synthetic
+from hypura_synthetic import TINY, write_synthetic
 from hypura_streaming import DenseStreamer, ExpertStreamer
 from helpers import greedy_with_logits
 
@@ -318,7 +318,7 @@ def test_expert_tensors_in_an_unexpected_layout_are_a_clear_error_naming_the_ten
     with the tensor's name, before any token, and the resident run of the same file still works."""
     from gguf import GGMLQuantizationType
 
-    from hypura_placement.synthetic import writer
+    from hypura_synthetic import writer
 
     odd = "blk.1.ffn_down_exps.weight"
     plain = writer._type_of

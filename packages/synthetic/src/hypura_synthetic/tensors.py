@@ -1,6 +1,7 @@
 """The tensor table of an :class:`ArchShape` and its GGUF key/values, in llama.cpp's names and ``ne`` order."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,11 @@ def tensor_specs(s: ArchShape) -> list[TensorSpec]:
         out += _attention(s, i) + _ffn(s, i)
     return out + [TensorSpec("output_norm.weight", (s.n_embd,), "norm"),
                   TensorSpec("output.weight", (s.n_embd, s.n_vocab), "weight")]
+
+
+def params_estimate(s: ArchShape) -> int:
+    """Parameter count of ``s`` (for the writer tool's summary line)."""
+    return sum(math.prod(t.shape) for t in tensor_specs(s))
 
 
 def model_kv(s: ArchShape) -> dict[str, Any]:

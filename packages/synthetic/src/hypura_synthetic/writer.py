@@ -17,7 +17,8 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as Q, GGUFWriter, LlamaFileType
 from tqdm import tqdm
 
-from ..gguf_file import HEADER_ONLY_KEY
+from hypura_placement.gguf_file import HEADER_ONLY_KEY
+
 from .data import f32_values, gain_for_skew, make_rng, quant_chunks
 from .presets import ArchShape, get_preset
 from .tensors import TensorSpec, model_kv, tensor_specs

@@ -7,7 +7,6 @@ qwen3moe,deepseek2}.cpp`` of vendor/llama.cpp (DeepSeek's MLA as the current con
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 
@@ -75,13 +74,8 @@ class ArchShape:
             raise ValueError("need at least 1 layer and a vocabulary of at least 300 tokens")
         return s
 
-    def params_estimate(self) -> int:
-        """Parameter count (for the CLI's summary line)."""
-        from .tensors import tensor_specs
-        return sum(math.prod(t.shape) for t in tensor_specs(self))
 
-
-PRESETS: dict[str, ArchShape] = {s.preset: s for s in (
+ARCH_SHAPES: dict[str, ArchShape] = {s.preset: s for s in (
     ArchShape("llama3-70b", "llama", "Llama-3.3-70B (synthetic)", 80, 8192, 28672, 64, 8, 128, 128256, 131072,
               500000.0, 1e-5),
     ArchShape("qwen2.5-14b", "qwen2", "Qwen2.5-14B (synthetic)", 48, 5120, 13824, 40, 8, 128, 152064, 32768,
@@ -115,6 +109,6 @@ TINY: dict[str, dict] = {
 
 def get_preset(name: str) -> ArchShape:
     try:
-        return PRESETS[name]
+        return ARCH_SHAPES[name]
     except KeyError:
-        raise LookupError(f"unknown preset {name!r}: one of {', '.join(PRESETS)}") from None
+        raise LookupError(f"unknown preset {name!r}: one of {', '.join(ARCH_SHAPES)}") from None

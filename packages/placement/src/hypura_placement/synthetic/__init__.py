@@ -1,9 +1,0 @@
-"""Synthetic GGUF models of real architectures (random weights, real tensor names and shapes)."""
-from .data import gain_for_skew, hot_share
-from .presets import PRESETS, TINY, ArchShape, get_preset
-from .tensors import TensorSpec, model_kv, tensor_specs
-from .vocab import build_vocab, tokenizer_kv
-from .writer import QTYPES, write_synthetic
-
-__all__ = ["ArchShape", "PRESETS", "QTYPES", "TINY", "TensorSpec", "build_vocab", "gain_for_skew", "get_preset",
-           "hot_share", "model_kv", "tensor_specs", "tokenizer_kv", "write_synthetic"]
