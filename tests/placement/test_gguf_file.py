@@ -25,9 +25,9 @@ def _tensor(name: str, shape: tuple[int, ...], gtype: int, offset: int) -> bytes
         struct.pack("<IQ", gtype, offset)
 
 
-def test_real_model_validates_fast(gemma):
+def test_real_model_validates_fast(default_model):
     t0 = time.perf_counter()
-    h = validate_gguf(gemma)
+    h = validate_gguf(default_model)
     assert time.perf_counter() - t0 < 1.0
     assert h.kv["general.architecture"] == "gemma3" and len(h.tensors) == 236
     assert h.data_end == h.file_size and not h.header_only

@@ -8,8 +8,8 @@ from hypura_placement import inspect_model, tensor_role
 from hypura_synthetic import get_preset, write_synthetic
 
 
-def test_gemma_roles(gemma):
-    m = inspect_model(gemma)
+def test_gemma_roles(default_model):
+    m = inspect_model(default_model)
     assert (m.architecture, m.n_layer, m.n_embd, m.n_vocab) == ("gemma3", 18, 640, 262144)
     assert m.file_type == "MOSTLY_Q4_K_M" and not m.header_only and not m.is_moe
     roles = {t.name: t.role for t in m.tensors}
