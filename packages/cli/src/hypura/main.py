@@ -1,4 +1,4 @@
-"""`hypura` entry point: one sub-command per module of `hypura.commands`.
+"""`hypura` entry point: one sub-command per module of `hypura.commands` (imported here, never the reverse).
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func``
 (called with the parsed namespace, returning an exit status). Errors a user can cause
@@ -8,15 +8,16 @@ status 2 — never a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 from . import __version__
+from .commands import config, inspect, plan, profile, run, serve
+from .errors import USER_ERRORS
 
 COMMANDS = ("run", "serve", "profile", "inspect", "plan", "config")
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError)
+_MODULES = {"run": run, "serve": serve, "profile": profile, "inspect": inspect, "plan": plan, "config": config}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: llama.cpp's too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"hypura.commands.{name}").register(sub)
+        _MODULES[name].register(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..config import FLAGS, Config, load_config
+from ..errors import USER_ERRORS
 
 
 def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] = tuple(FLAGS)) -> None:
@@ -58,8 +59,6 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m hypura.commands.config`: the same command without the dispatcher."""
-    from ..main import USER_ERRORS
-
     parser = argparse.ArgumentParser(prog="hypura config", description=__doc__)
     add_arguments(parser)
     try:

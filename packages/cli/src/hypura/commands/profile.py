@@ -7,6 +7,7 @@ import json
 import sys
 
 from ..config import load_config
+from ..errors import USER_ERRORS
 from .config import add_config_flags
 
 GiB = 1 << 30
@@ -73,8 +74,6 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m hypura.commands.profile`: the same command without the dispatcher."""
-    from ..main import USER_ERRORS
-
     parser = argparse.ArgumentParser(prog="hypura profile", description=__doc__)
     add_arguments(parser)
     try:

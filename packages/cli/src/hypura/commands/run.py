@@ -28,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hypura_engine import GenerateOptions, Runner
-    from hypura_llama import SamplingOptions
+    from hypura_engine import GenerateOptions, Runner, SamplingOptions
 
     prompt = args.prompt
     if prompt is None:

@@ -2,13 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-
-
-def default_mode() -> str:
-    """``auto`` (follow the placement plan) once the engine's planner exists, else ``resident``."""
-    return "auto" if importlib.util.find_spec("hypura_engine.planning") else "resident"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="port (default 11434)")
     p.add_argument("--models", "--models-dir", dest="models_dir", default=None,
                    help="models directory (HYPURA_MODELS)")
-    p.add_argument("--mode", default=None, choices=("auto", "resident", "dense-stream", "expert-stream"),
-                   help="placement mode for every model (default: auto once the planner exists, else resident)")
+    p.add_argument("--mode", default="auto", choices=("auto", "resident", "dense-stream", "expert-stream"),
+                   help="placement mode for every model (default auto: follow the placement plan)")
     p.add_argument("--ctx", type=int, default=None, help="default context size (num_ctx) in tokens")
     p.add_argument("--gpu-budget", default=None, help="compute-device memory budget, e.g. 8G")
     p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 16G")
@@ -44,5 +38,5 @@ def _serve(args: argparse.Namespace) -> int:
     except Exception as exc:  # the parser speaks HTTP (400); here it is a bad flag
         raise ValueError(f"--keep-alive: {exc}") from None
     max_loaded = args.max_loaded or int(os.environ.get("OLLAMA_MAX_LOADED_MODELS") or 1)
-    return serve(cfg, mode=args.mode or default_mode(), n_threads=args.threads, keep_alive=keep_alive,
+    return serve(cfg, mode=args.mode, n_threads=args.threads, keep_alive=keep_alive,
                  max_loaded=max_loaded)
