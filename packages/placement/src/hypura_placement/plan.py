@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 TIERS = ("gpu", "ram", "nvme")
-MODES = ("full-resident", "expert-streaming", "dense-ffn-streaming")
+PLAN_MODES = ("full-resident", "expert-streaming", "dense-ffn-streaming")   # what the planner decided
 
 
 class PlanError(ValueError):
@@ -55,10 +55,6 @@ class Plan:
         """Bytes the plan uses on ``tier``: weights, reserved slots, and (compute tier) KV + buffers."""
         extra = self.resident_overhead if tier == self.compute_tier else 0
         return self.tiers.get(tier, 0) + self.reserved.get(tier, 0) + extra
-
-    def streamed_tensors(self) -> list[str]:
-        """Names of the tensors not on the compute tier (what the streamer must serve)."""
-        return [n for n, t in self.tensors.items() if t != self.compute_tier]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
