@@ -117,7 +117,8 @@ def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
 
 def test_cli_profile_json_uses_the_cache(full):
     """`hypura profile --json` end to end (through `python -m`), answered from the cache the fixture wrote."""
-    pytest.importorskip("hypura_llama")
+    import hypura_llama  # noqa: F401  (the profile lists devices through the binding: it must be built)
+
     root, profile, _ = full
     env = {**os.environ, "XDG_CACHE_HOME": str(root / "xdg"), "HYPURA_MODELS": str(root / "models"),
            "HYPURA_CONFIG": str(root / "absent.toml")}
