@@ -1,15 +1,20 @@
 # Hypura: `make build` (venv + llama.cpp + binding), `make test`, `make serve`.
 # Every step is stamped, so a second `make build` with nothing changed finishes in seconds.
+# Python packages come from uv.lock (one lock for the workspace): `uv sync --locked` into .venv, with a pinned uv
+# bootstrapped into .cache/uv (pass UV=uv to use your own). After a dependency change: `$(UV) lock`.
 PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMPS := .cache/stamps
+UV_VERSION := 0.13.9
+UV     ?= .cache/uv/bin/uv
+UV_DEP := $(filter .cache/uv/bin/uv,$(UV))
 PKGS   := llama-binding hardware placement synthetic streaming engine server cli
 NATIVE := build/llama.cpp/.hypura-built
 BINDING_SRC := $(wildcard packages/llama-binding/decl/*.h packages/llama-binding/csrc/*.c) \
                packages/llama-binding/build_native.py
 
-.PHONY: build vendor native binding venv test test-all serve bench clean distclean
+.PHONY: build vendor native binding venv lock test test-all serve bench clean distclean
 
 build: $(STAMPS)/binding $(STAMPS)/model
 
@@ -22,13 +27,20 @@ $(NATIVE): vendor/llama.cpp/.hypura-vendored tools/build_llama.sh
 	bash tools/build_llama.sh
 	@touch $@
 
+.cache/uv/bin/uv:
+	$(PYTHON) -m venv .cache/uv
+	.cache/uv/bin/python -m pip install -q uv==$(UV_VERSION)
+
+# Every workspace package editable, the dev group (pytest, clients) too, exactly as locked; --locked fails if a
+# pyproject.toml changed without `uv lock`.
 venv: $(STAMPS)/venv
-$(STAMPS)/venv: pyproject.toml $(foreach p,$(PKGS),packages/$(p)/pyproject.toml) requirements-dev.txt
+$(STAMPS)/venv: uv.lock pyproject.toml $(foreach p,$(PKGS),packages/$(p)/pyproject.toml) | $(UV_DEP)
 	@mkdir -p $(STAMPS)
-	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -r requirements-dev.txt $(foreach p,$(PKGS),-e packages/$(p))
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --locked --all-packages --python $(PYTHON) --quiet
 	@touch $@
+
+lock: | $(UV_DEP)
+	$(UV) lock
 
 binding: $(STAMPS)/binding
 $(STAMPS)/binding: $(NATIVE) $(STAMPS)/venv $(BINDING_SRC)
