@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypura_hardware.dirs import default_models_dir, user_cache_dir as cache_dir
+from hypura_hardware.files import write_json_atomic
 
 DEFAULT_MODEL = "gemma3:270m"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*(/[a-z0-9][a-z0-9._\-]*)*(:[a-z0-9][a-z0-9._\-]*)?$")
@@ -85,10 +86,7 @@ class Registry:
             return {}
 
     def _write_index(self, index: dict[str, str]) -> None:
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._index_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        tmp.replace(self._index_path())
+        write_json_atomic(self._index_path(), index, indent=1, sort_keys=True)
 
     def register(self, name: str, path: str | os.PathLike) -> ModelEntry:
         name = normalize(name)

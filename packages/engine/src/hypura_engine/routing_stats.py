@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from hypura_hardware.files import write_json_atomic
+
 log = logging.getLogger(__name__)
 VERSION = 1
 
@@ -60,13 +62,9 @@ def save_counts(model_path: str | os.PathLike, counts: dict[int, dict[int, int]]
             dst = merged.setdefault(int(layer), {})
             for e, n in row.items():
                 dst[int(e)] = dst.get(int(e), 0) + int(n)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"version": VERSION, "model": str(Path(model_path).name),
-                                   "counts": {str(k): {str(e): n for e, n in sorted(v.items())}
-                                              for k, v in sorted(merged.items())}}))
-        os.replace(tmp, path)
-        return path
+        return write_json_atomic(path, {"version": VERSION, "model": str(Path(model_path).name),
+                                        "counts": {str(k): {str(e): n for e, n in sorted(v.items())}
+                                                   for k, v in sorted(merged.items())}})
     except OSError as exc:
         log.warning("could not store routing statistics: %s", exc)
         return None

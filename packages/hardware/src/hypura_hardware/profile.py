@@ -22,7 +22,6 @@ is re-read on every load, since it changes from minute to minute.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import sys
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from .devices import (list_compute_devices, measure_cpu_flops, measure_ram_bandwidth, measure_upload_bps,
                       primary_gpu, cpu_cores, cpu_model)
 from .dirs import default_models_dir, user_cache_dir
+from .files import write_json_atomic
 from .memory import ram_info
 from .storage import DEFAULT_FILE_BYTES, default_patterns, measure_storage
 
@@ -138,12 +138,7 @@ def read_cached(path: Path | None = None) -> dict | None:
 
 def write_cached(profile: dict, path: Path | None = None) -> Path:
     """Write ``profile`` atomically to the cache; returns the path."""
-    path = path or cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(profile, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path or cache_path(), profile, indent=1, sort_keys=True)
 
 
 def refresh_free_memory(profile: dict, devices: list[dict], ram: dict) -> dict:
