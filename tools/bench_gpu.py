@@ -42,8 +42,7 @@ def llama_bench_pp(model: Path, n_prompt: int) -> float:
 def hypura_resident(model: Path, n_prompt: int, n_gen: int) -> tuple[float, float]:
     """(prefill tok/s of an n_prompt-token prompt, decode tok/s) through the engine's Runner after a
     warm-up generation (llama-bench warms up too)."""
-    from hypura_engine import GenerateOptions, LoadOptions, Runner
-    from hypura_llama import SamplingOptions
+    from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 
     runner = Runner(model, LoadOptions(mode="resident", ctx=1024))
     greedy = SamplingOptions(temperature=0)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import hypura_llama as h
+from hypura_engine import SamplingOptions
 
 
 def test_devices_include_the_cpu():
@@ -74,7 +75,7 @@ def test_eval_handler_error_stops_the_graph_and_is_raised(model):
 
 def test_sampler_greedy_matches_argmax(model):
     with h.LlamaContext(model, h.ContextParams(n_ctx=64)) as ctx, \
-            h.Sampler(model, h.SamplingOptions(temperature=0)) as s:
+            h.Sampler(model, SamplingOptions(temperature=0)) as s:
         ctx.decode(model.tokenize("One, two, three,"), 0)
         assert s.sample(ctx) == int(np.argmax(ctx.logits()))
 
@@ -82,7 +83,7 @@ def test_sampler_greedy_matches_argmax(model):
 def test_seeded_sampling_is_reproducible(model):
     def draw(seed):
         with h.LlamaContext(model, h.ContextParams(n_ctx=64)) as ctx, \
-                h.Sampler(model, h.SamplingOptions(temperature=1.0, top_k=50, seed=seed)) as s:
+                h.Sampler(model, SamplingOptions(temperature=1.0, top_k=50, seed=seed)) as s:
             ctx.decode(model.tokenize("Once upon a time"), 0)
             return s.sample(ctx)
 

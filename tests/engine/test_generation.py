@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from hypura_engine import GenerateOptions, LoadOptions, Runner, TextStream
-from hypura_llama import SamplingOptions
+from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions, TextStream
 
 from helpers import run_hypura
 

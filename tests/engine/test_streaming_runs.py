@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from hypura_engine import GenerateOptions, LoadOptions, Runner
-from hypura_llama import SamplingOptions
+from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 from hypura_synthetic import write_synthetic
 from helpers import run_hypura
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hypura_engine import GenerateOptions, LoadOptions, Runner
+from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 from hypura_engine.routing_stats import load_counts, stats_path
-from hypura_llama import SamplingOptions
 from hypura_synthetic import TINY, write_synthetic
 from hypura_streaming import ExpertStreamer
 from helpers import greedy_with_logits

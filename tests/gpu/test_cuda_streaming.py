@@ -200,8 +200,7 @@ def test_expert_streaming_on_the_gpu(tmp_path, gpu, preset, qtype, slots, ram_sl
 def test_gpu_budget_is_held(tmp_path, gpu, preset, mode):
     """Through the engine (plan → streamer): the GPU memory the run takes stays within --gpu-budget plus
     cuBLAS/stream workspaces (256 MiB), on a model ~2.2x the budget, and the tokens equal resident."""
-    from hypura_engine import GenerateOptions, LoadOptions, Runner
-    from hypura_llama import SamplingOptions
+    from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 
     path = write_synthetic(tmp_path / "m.gguf", preset, layers=8, scale=2, vocab=512, qtype="Q4_0")
     size = path.stat().st_size

@@ -1,11 +1,34 @@
-"""Options, events and results of one generation (Ollama's vocabulary, nanosecond timings)."""
+"""Options, events and results of one generation (Ollama's vocabulary, nanosecond timings).
+
+Pure Python (no native code): the server parses requests into these in its own process; the models
+run in worker processes.
+"""
 from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
 from typing import Any
 
-from hypura_llama import SamplingOptions
+
+@dataclass
+class SamplingOptions:
+    """How the next token is chosen (Ollama's option names); `hypura_llama.Sampler` builds its chain from it."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.0
+    seed: int = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str | None = None  # GBNF, root rule "root"
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
 
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "seed", "repeat_penalty", "repeat_last_n",
                   "presence_penalty", "frequency_penalty")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -17,24 +16,8 @@ import numpy as np
 from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler, backend_name
 
 from .generation import GenerateOptions, GenerationResult, TextStream
+from .options import RUN_MODES, LoadOptions
 from .templates import ChatTemplate
-
-MODES = ("auto", "resident", "dense-stream", "expert-stream")
-
-
-@dataclass
-class LoadOptions:
-    mode: str = "auto"                 # auto | resident | dense-stream | expert-stream
-    ctx: int = 4096
-    gpu_budget: int | None = None      # bytes; None: measured free minus a margin
-    ram_budget: int | None = None
-    n_threads: int = 0
-    n_batch: int = 512
-    embeddings: bool = False
-    use_extra_bufts: bool = True       # CPU weight repacking (resident loads)
-    warm_start: bool = True            # expert streaming: seed the expert cache from earlier runs' routing
-    prefetch: bool = False             # expert streaming: read guessed next-layer experts early
-
 
 class Runner:
     """Owns model, context, sampler state, and the streamer when the plan streams weights."""
@@ -43,8 +26,8 @@ class Runner:
         from hypura_placement import validate_gguf
 
         self.opts = opts = opts or LoadOptions()
-        if opts.mode not in MODES:
-            raise ValueError(f"unknown mode {opts.mode!r} (one of {', '.join(MODES)})")
+        if opts.mode not in RUN_MODES:
+            raise ValueError(f"unknown mode {opts.mode!r} (one of {', '.join(RUN_MODES)})")
         self.path = Path(path)
         self.name = name or self.path.stem
         validate_gguf(self.path)            # llama.cpp aborts on some malformed files: check first

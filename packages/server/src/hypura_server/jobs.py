@@ -9,9 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from hypura_engine import ChatTemplate, GenerateOptions, GenerationResult, ModelEntry, Runner
+from hypura_engine import ChatTemplate, GenerateOptions, GenerationResult, ModelEntry
 
 from .disconnect import WATCHER
 from .errors import APIError, bad_request
@@ -19,7 +19,10 @@ from .manager import Cancelled, Lease, ModelManager
 from .outputs import THINK_OPEN, OutputParser
 from .remote import WorkerCrashed, WorkerError
 
-PromptBuilder = Callable[[Runner], "Prompt"]
+if TYPE_CHECKING:   # the engine's Runner interface; models run in worker processes (no native code here)
+    from hypura_engine import Runner
+
+PromptBuilder = Callable[["Runner"], "Prompt"]
 
 
 @dataclass

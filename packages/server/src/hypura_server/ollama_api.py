@@ -4,17 +4,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from hypura_engine import ModelEntry, Runner
+from hypura_engine import ModelEntry
 
 from .durations import now_rfc3339, parse_keep_alive
 from .errors import APIError, bad_request, field, json_body, model_name
 from .grammar import format_grammar
 from .jobs import Delta, Done, Job, Prompt, Started, acquire, check_features, render, template_for
 from .state import options, resolve, state
+
+if TYPE_CHECKING:   # the engine's Runner interface; models run in worker processes (no native code here)
+    from hypura_engine import Runner
 
 bp = Blueprint("ollama", __name__)
 

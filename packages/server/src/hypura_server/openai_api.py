@@ -11,11 +11,9 @@ import secrets
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
-
-from hypura_engine import Runner
 
 from .app import error_body
 from .durations import parse_keep_alive
@@ -25,6 +23,9 @@ from .jobs import Delta, Done, Job, Prompt, Started, check_features, render, tem
 from .modelinfo import read_info
 from .ollama_api import embed_texts
 from .state import options, resolve, state
+
+if TYPE_CHECKING:   # the engine's Runner interface; models run in worker processes (no native code here)
+    from hypura_engine import Runner
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 FINGERPRINT = "fp_hypura"
