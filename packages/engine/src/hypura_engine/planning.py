@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -18,46 +17,12 @@ def hardware_spec():
     return HardwareSpec.from_dict(load_or_measure(progress=False))
 
 
-_SIZE_LINE = re.compile(r"(?P<what>KV|compute|output) buffer size =\s+(?P<mib>[\d.]+) MiB")
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 def dry_run_overhead(path: str | Path, ctx: int, n_batch: int = 512) -> int:
     """KV cache + compute + output buffers for a context, from llama.cpp's own no_alloc dry run
-    (metadata only: nothing is read or allocated). Its sizes are read from its log lines."""
-    from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams
+    (metadata only: nothing is read or allocated): `hypura_llama.estimate_overhead`."""
+    from hypura_llama import estimate_overhead
 
-    logger = logging.getLogger("llama.cpp")
-    handler, level = _Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        with LlamaModel.load(path, ModelParams(no_alloc=True, load_mode="none", use_extra_bufts=False)) as m:
-            n_ctx = max(16, min(ctx, m.n_ctx_train or ctx))
-            LlamaContext(m, ContextParams(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch)).close()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    total = 0.0
-    for line in handler.lines:
-        match = _SIZE_LINE.search(line)
-        if match:
-            total += float(match.group("mib"))
-    kv = [ln for ln in handler.lines if "llama_kv_cache: size =" in ln]
-    for line in kv:  # the KV buffer line says 0.00 MiB under no_alloc; its summary line has the size
-        m2 = re.search(r"size =\s+([\d.]+) MiB", line)
-        total += float(m2.group(1)) if m2 else 0.0
-    if total <= 0:
-        raise RuntimeError("llama.cpp's dry run reported no buffer sizes")
-    return int(total * (1 << 20))
+    return estimate_overhead(path, ctx, n_batch)
 
 
 def routing_for_plan(info):

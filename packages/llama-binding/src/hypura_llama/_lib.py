@@ -1,4 +1,8 @@
-"""Load the compiled cffi module once, initialise llama.cpp's backends, route its log to `logging`."""
+"""The compiled cffi module, and llama.cpp's one-time set-up (backends, log routed to `logging`).
+
+Importing the binding only loads the library: `ensure_init()` sets llama.cpp up, on the first use of
+a wrapper that needs it (a model load, the device list, a buffer), never at import.
+"""
 from __future__ import annotations
 
 import logging
@@ -38,8 +42,10 @@ def hypura_py_log(level, text, user_data):  # noqa: ARG001 - signature fixed by 
 
 
 def ensure_init() -> None:
-    """Initialise llama.cpp once per process (backends, log routing)."""
+    """Initialise llama.cpp once per process (backends, log routing); cheap after the first call."""
     global _initialised
+    if _initialised:
+        return
     with _init_lock:
         if _initialised:
             return
@@ -52,4 +58,6 @@ def cstr(ptr) -> str:
     return "" if ptr == ffi.NULL else ffi.string(ptr).decode("utf-8", "replace")
 
 
-ensure_init()
+def initialised() -> bool:
+    """Whether `ensure_init()` has run in this process."""
+    return _initialised

@@ -4,8 +4,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ._lib import cstr, ffi, lib
-from .errors import LlamaError
+from ._lib import cstr, ensure_init, ffi, lib
+from .errors import LlamaError, check_null
+from .owned import Owned, c_property
 
 _DEV_TYPES = {
     lib.GGML_BACKEND_DEVICE_TYPE_CPU: "cpu",
@@ -44,6 +45,7 @@ class Device:
 
 def devices() -> list[Device]:
     """All devices of the ggml backend registry, with their current free/total memory."""
+    ensure_init()
     out = []
     free, total = ffi.new("size_t *"), ffi.new("size_t *")
     for i in range(lib.ggml_backend_dev_count()):
@@ -73,9 +75,7 @@ def measure_upload_bandwidth(device_name: str, size: int = 256 << 20, repeats: i
         return None
     size -= size % 4
     params = ffi.new("struct ggml_init_params *", {"mem_size": 1 << 16, "mem_buffer": ffi.NULL, "no_alloc": True})
-    ctx = lib.ggml_init(params[0])
-    if ctx == ffi.NULL:
-        raise LlamaError("ggml_init failed")
+    ctx = check_null(lib.ggml_init(params[0]), "ggml_init failed")
     try:
         with host.allocate(size) as src, dev.buffer_type.allocate(size) as dst:
             t = lib.ggml_new_tensor(ctx, lib.GGML_TYPE_F32, 1, ffi.new("int64_t[1]", [size // 4]))
@@ -102,17 +102,9 @@ class BufferType:
     def cpu(cls) -> BufferType:
         return cls(lib.ggml_backend_cpu_buffer_type())
 
-    @property
-    def name(self) -> str:
-        return cstr(lib.ggml_backend_buft_name(self.handle))
-
-    @property
-    def is_host(self) -> bool:
-        return bool(lib.ggml_backend_buft_is_host(self.handle))
-
-    @property
-    def alignment(self) -> int:
-        return int(lib.ggml_backend_buft_get_alignment(self.handle))
+    name = c_property(lib.ggml_backend_buft_name, cstr)
+    is_host = c_property(lib.ggml_backend_buft_is_host, bool)
+    alignment = c_property(lib.ggml_backend_buft_get_alignment)
 
     def alloc_size(self, tensor) -> int:
         """Bytes a tensor needs in this buffer type (may include padding)."""
@@ -125,7 +117,7 @@ class BufferType:
         return f"BufferType({self.name})"
 
 
-class Buffer:
+class Buffer(Owned):
     """An owned ggml backend buffer, freed on close()."""
 
     def __init__(self, handle) -> None:
@@ -133,26 +125,17 @@ class Buffer:
 
     @classmethod
     def allocate(cls, buft: BufferType, size: int) -> Buffer:
-        handle = lib.ggml_backend_buft_alloc_buffer(buft.handle, max(int(size), 1))
-        if handle == ffi.NULL:
-            raise LlamaError(f"could not allocate {size} bytes of {buft.name}")
-        return cls(handle)
+        ensure_init()
+        return cls(check_null(lib.ggml_backend_buft_alloc_buffer(buft.handle, max(int(size), 1)),
+                              f"could not allocate {size} bytes of {buft.name}"))
 
     @property
     def base(self) -> int:
         return int(ffi.cast("uintptr_t", lib.ggml_backend_buffer_get_base(self.handle)))
 
-    @property
-    def size(self) -> int:
-        return int(lib.ggml_backend_buffer_get_size(self.handle))
-
-    @property
-    def is_host(self) -> bool:
-        return bool(lib.ggml_backend_buffer_is_host(self.handle))
-
-    @property
-    def name(self) -> str:
-        return cstr(lib.ggml_backend_buffer_name(self.handle))
+    size = c_property(lib.ggml_backend_buffer_get_size)
+    is_host = c_property(lib.ggml_backend_buffer_is_host, bool)
+    name = c_property(lib.ggml_backend_buffer_name, cstr)
 
     def clear(self, value: int = 0) -> None:
         lib.ggml_backend_buffer_clear(self.handle, value)
@@ -165,13 +148,5 @@ class Buffer:
         ptr = ffi.cast("char *", lib.ggml_backend_buffer_get_base(self.handle)) + offset
         return memoryview(ffi.buffer(ptr, size))
 
-    def close(self) -> None:
-        if self.handle is not None:
-            lib.ggml_backend_buffer_free(self.handle)
-            self.handle = None
-
-    def __enter__(self) -> Buffer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _free(self) -> None:
+        lib.ggml_backend_buffer_free(self.handle)

@@ -8,9 +8,10 @@ from typing import Sequence
 import numpy as np
 
 from ._lib import ffi, lib
-from .errors import DecodeError, LlamaError
+from .errors import DecodeError, check_null
 from .evalcb import EvalFilter
 from .model import LlamaModel
+from .owned import Owned
 
 
 def default_threads() -> int:
@@ -34,7 +35,7 @@ class ContextParams:
     n_seq_max: int = 1
 
 
-class LlamaContext:
+class LlamaContext(Owned):
     """Owns a llama_context and a reusable batch. Not thread-safe: one caller at a time."""
 
     def __init__(self, model: LlamaModel, params: ContextParams | None = None,
@@ -61,27 +62,16 @@ class LlamaContext:
         self._abort = ffi.new("int *", 0)
         p.abort_callback = lib.hypura_abort_cb
         p.abort_callback_data = self._abort
-        self.handle = lib.llama_init_from_model(model.handle, p)
-        if self.handle == ffi.NULL:
-            self.handle = None
-            raise LlamaError(f"could not create a context of {params.n_ctx} tokens (out of memory?)")
+        self.handle = check_null(lib.llama_init_from_model(model.handle, p),
+                                 f"could not create a context of {params.n_ctx} tokens (out of memory?)")
         self.n_ctx = int(lib.llama_n_ctx(self.handle))
         self.n_batch = int(lib.llama_n_batch(self.handle))
         self._batch = lib.llama_batch_init(self.n_batch, 0, 1)
         self._n_vocab = model.n_vocab
 
-    # -- lifetime -------------------------------------------------------------------------
-    def close(self) -> None:
-        if self.handle is not None:
-            lib.llama_batch_free(self._batch)
-            lib.llama_free(self.handle)
-            self.handle = None
-
-    def __enter__(self) -> LlamaContext:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _free(self) -> None:
+        lib.llama_batch_free(self._batch)
+        lib.llama_free(self.handle)
 
     # -- decoding -------------------------------------------------------------------------
     def decode(self, tokens: Sequence[int], pos0: int, all_logits: bool = False, seq_id: int = 0) -> None:
@@ -124,18 +114,14 @@ class LlamaContext:
 
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of output row i (-1: the last) as a read-only numpy view (copy to keep)."""
-        ptr = lib.llama_get_logits_ith(self.handle, i)
-        if ptr == ffi.NULL:
-            raise LlamaError(f"no logits for output {i}")
+        ptr = check_null(lib.llama_get_logits_ith(self.handle, i), f"no logits for output {i}")
         arr = np.frombuffer(ffi.buffer(ptr, self._n_vocab * 4), dtype=np.float32)
         arr.flags.writeable = False
         return arr
 
     def embeddings_ith(self, i: int) -> np.ndarray:
         """Hidden state of output row i of the last decode (with embeddings enabled), copied."""
-        ptr = lib.llama_get_embeddings_ith(self.handle, i)
-        if ptr == ffi.NULL:
-            raise LlamaError(f"no embeddings for output {i}")
+        ptr = check_null(lib.llama_get_embeddings_ith(self.handle, i), f"no embeddings for output {i}")
         return np.frombuffer(ffi.buffer(ptr, self.model.n_embd * 4), dtype=np.float32).copy()
 
     # -- KV memory ------------------------------------------------------------------------

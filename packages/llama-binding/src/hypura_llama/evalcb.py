@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ._lib import ffi, lib
+from .errors import check_rc
 
 SPLIT = lib.HYPURA_ACT_SPLIT
 NOTE = lib.HYPURA_ACT_NOTE
@@ -37,9 +38,8 @@ class EvalFilter:
         self.rules: list[tuple[str, str, int]] = []
 
     def add_rule(self, prefix: str, suffix: str = "", action: int = SPLIT, layers=()) -> int:
-        r = lib.hypura_filter_add_rule(self._c, prefix.encode(), suffix.encode(), action)
-        if r < 0:
-            raise ValueError(f"cannot add eval rule {prefix!r}{suffix!r} (too many rules or pattern too long)")
+        r = check_rc(lib.hypura_filter_add_rule(self._c, prefix.encode(), suffix.encode(), action),
+                     f"cannot add eval rule {prefix!r}{suffix!r} (too many rules or pattern too long)", ValueError)
         self.rules.append((prefix, suffix, action))
         for layer in layers:
             self.set_layer(r, layer, True)

@@ -7,7 +7,8 @@ from typing import Sequence
 
 from ._lib import cstr, ensure_init, ffi, lib
 from .backend import BufferType, Device
-from .errors import LlamaError
+from .errors import check_null, check_rc
+from .owned import Owned, c_property
 
 LOAD_MODES = {
     "none": lib.LLAMA_LOAD_MODE_NONE,
@@ -62,7 +63,7 @@ class ModelParams:
         return p
 
 
-class LlamaModel:
+class LlamaModel(Owned):
     """Owns a llama_model. Use as a context manager or call close()."""
 
     def __init__(self, handle, path: str, params: ModelParams) -> None:
@@ -79,57 +80,27 @@ class LlamaModel:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such model file")
-        handle = lib.llama_model_load_from_file(path.encode(), params.to_c())
-        if handle == ffi.NULL:
-            raise LlamaError(f"{path}: llama.cpp could not load the model (set -vv to see its log)")
+        handle = check_null(lib.llama_model_load_from_file(path.encode(), params.to_c()),
+                            f"{path}: llama.cpp could not load the model (set -vv to see its log)")
         return cls(handle, path, params)
 
-    # -- lifetime -------------------------------------------------------------------------
-    def close(self) -> None:
-        if self.handle is not None:
-            lib.llama_model_free(self.handle)
-            self.handle = None
-
-    def __enter__(self) -> LlamaModel:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _free(self) -> None:
+        lib.llama_model_free(self.handle)
 
     # -- metadata -------------------------------------------------------------------------
-    @property
-    def n_ctx_train(self) -> int:
-        return int(lib.llama_model_n_ctx_train(self.handle))
-
-    @property
-    def n_embd(self) -> int:
-        return int(lib.llama_model_n_embd(self.handle))
-
-    @property
-    def n_layer(self) -> int:
-        return int(lib.llama_model_n_layer(self.handle))
-
-    @property
-    def n_vocab(self) -> int:
-        return int(lib.llama_vocab_n_tokens(self.vocab))
-
-    @property
-    def size(self) -> int:
-        return int(lib.llama_model_size(self.handle))
-
-    @property
-    def n_params(self) -> int:
-        return int(lib.llama_model_n_params(self.handle))
+    n_ctx_train = c_property(lib.llama_model_n_ctx_train)
+    n_embd = c_property(lib.llama_model_n_embd)
+    n_layer = c_property(lib.llama_model_n_layer)
+    n_vocab = c_property(lib.llama_vocab_n_tokens, of="vocab")
+    size = c_property(lib.llama_model_size)
+    n_params = c_property(lib.llama_model_n_params)
+    has_encoder = c_property(lib.llama_model_has_encoder, bool)
 
     @property
     def description(self) -> str:
         buf = ffi.new("char[256]")
         lib.llama_model_desc(self.handle, buf, 256)
         return cstr(buf)
-
-    @property
-    def has_encoder(self) -> bool:
-        return bool(lib.llama_model_has_encoder(self.handle))
 
     def metadata(self) -> dict[str, str]:
         """All GGUF key/value pairs as strings (arrays are summarised by llama.cpp)."""
@@ -148,17 +119,9 @@ class LlamaModel:
         return None if ptr == ffi.NULL else cstr(ptr)
 
     # -- vocabulary -----------------------------------------------------------------------
-    @property
-    def bos(self) -> int:
-        return int(lib.llama_vocab_bos(self.vocab))
-
-    @property
-    def eos(self) -> int:
-        return int(lib.llama_vocab_eos(self.vocab))
-
-    @property
-    def add_bos(self) -> bool:
-        return bool(lib.llama_vocab_get_add_bos(self.vocab))
+    bos = c_property(lib.llama_vocab_bos, of="vocab")
+    eos = c_property(lib.llama_vocab_eos, of="vocab")
+    add_bos = c_property(lib.llama_vocab_get_add_bos, bool, of="vocab")
 
     def is_eog(self, token: int) -> bool:
         return bool(lib.llama_vocab_is_eog(self.vocab, token))
@@ -175,8 +138,7 @@ class LlamaModel:
             n_max = -n
             buf = ffi.new("llama_token[]", n_max)
             n = lib.llama_tokenize(self.vocab, data, len(data), buf, n_max, add_special, parse_special)
-            if n < 0:
-                raise LlamaError(f"tokenization failed ({n})")
+            check_rc(n, f"tokenization failed ({n})")
         return list(ffi.unpack(buf, n))
 
     def token_to_piece(self, token: int, special: bool = False) -> bytes:

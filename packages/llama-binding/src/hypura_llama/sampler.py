@@ -1,42 +1,40 @@
-"""llama.cpp's sampler chain, built from Ollama-style options."""
+"""llama.cpp's sampler chain, built from Ollama-style settings (any object with `SamplerSettings`' fields)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from ._lib import ffi, lib
-from .errors import LlamaError
+from ._lib import lib
+from .errors import check_null
 from .model import LlamaModel
+from .owned import Owned
 
 
-@dataclass
-class SamplingOptions:
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 0.9
-    min_p: float = 0.0
-    seed: int = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: random
-    repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    grammar: str | None = None  # GBNF, root rule "root"
+class SamplerSettings(Protocol):
+    """What a sampler chain is built from (`hypura_engine.SamplingOptions` is one: Ollama's names)."""
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
+    temperature: float           # <= 0: greedy
+    top_k: int
+    top_p: float
+    min_p: float
+    seed: int
+    repeat_penalty: float
+    repeat_last_n: int           # -1: the whole training context; 0: no penalties
+    presence_penalty: float
+    frequency_penalty: float
+    grammar: str | None          # GBNF, root rule "root"
 
 
-class Sampler:
+class Sampler(Owned):
     """Owns a llama_sampler chain: penalties → grammar → (greedy | top-k → top-p → min-p → temp → dist)."""
 
-    def __init__(self, model: LlamaModel, opts: SamplingOptions | None = None) -> None:
-        opts = opts or SamplingOptions()
+    def __init__(self, model: LlamaModel, opts: SamplerSettings) -> None:
         self.opts = opts
+        greedy = opts.temperature <= 0.0
         params = lib.llama_sampler_chain_default_params()
         params.no_perf = True
-        self.handle = lib.llama_sampler_chain_init(params)
+        self.handle = check_null(lib.llama_sampler_chain_init(params), "could not create a sampler chain")
         self._penalties = None   # owned by the chain; kept to feed it the prompt (accept_history)
         try:
             penalised = opts.repeat_penalty != 1.0 or opts.presence_penalty or opts.frequency_penalty
@@ -46,15 +44,13 @@ class Sampler:
                                                                    opts.frequency_penalty, opts.presence_penalty)
                 self._add(self._penalties)
             if opts.grammar:
-                g = lib.llama_sampler_init_grammar(model.vocab, opts.grammar.encode(), b"root")
-                if g == ffi.NULL:
-                    raise LlamaError("invalid grammar for constrained decoding")
-                self._add(g)
+                self._add(lib.llama_sampler_init_grammar(model.vocab, opts.grammar.encode(), b"root"),
+                          "invalid grammar for constrained decoding")
             # Plain greedy is an argmax over the logits row (first maximum, as llama.cpp's greedy
             # sampler): done in numpy it skips building a 12-byte candidate per vocabulary entry
             # every token (3 MB for Gemma's 262k vocabulary), which evicts the weights from cache.
-            self._argmax = opts.greedy and not (penalised and opts.repeat_last_n != 0) and not opts.grammar
-            if opts.greedy:
+            self._argmax = greedy and not (penalised and opts.repeat_last_n != 0) and not opts.grammar
+            if greedy:
                 self._add(lib.llama_sampler_init_greedy())
             else:
                 if opts.top_k > 0:
@@ -69,10 +65,8 @@ class Sampler:
             self.close()
             raise
 
-    def _add(self, smpl) -> None:
-        if smpl == ffi.NULL:
-            raise LlamaError("could not create a sampler")
-        lib.llama_sampler_chain_add(self.handle, smpl)
+    def _add(self, smpl, what: str = "could not create a sampler") -> None:
+        lib.llama_sampler_chain_add(self.handle, check_null(smpl, what))
 
     def sample(self, ctx, idx: int = -1) -> int:
         """Sample from output row idx of the last decode and accept the token."""
@@ -93,14 +87,6 @@ class Sampler:
     def reset(self) -> None:
         lib.llama_sampler_reset(self.handle)
 
-    def close(self) -> None:
-        if self.handle is not None:
-            lib.llama_sampler_free(self.handle)
-            self.handle = None
-            self._penalties = None
-
-    def __enter__(self) -> Sampler:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def _free(self) -> None:
+        lib.llama_sampler_free(self.handle)
+        self._penalties = None

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from hypura_llama import LlamaModel, ModelParams, ffi, lib
-from hypura_llama.errors import LlamaError
+from hypura_llama import LlamaModel, ModelParams, ensure_init, ffi, lib, load_from_user
+from hypura_placement import GGUFError, RawTensor, read_header
 
 from .directio import DirectReader, StreamError, aligned_span
 
@@ -26,7 +26,8 @@ _NEUTRAL_ZERO = re.compile(r"(\.bias|_b)$|bias$")
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorLocation:
+    """Where one tensor's bytes are in the file (placement's `TensorInfo` is the planner's view of a tensor)."""
     name: str
     offset: int   # absolute file offset of the data (of the first part when composed)
     size: int     # bytes
@@ -43,30 +44,37 @@ _GATE_EXPS = re.compile(r"^blk\.(\d+)\.ffn_gate_exps\.weight$")
 
 
 class GGUFIndex:
-    """Tensor offsets and sizes from the file's header (via gguf's C reader, metadata only).
+    """Where each tensor's bytes are, and the gguf metadata context `init_from_user` builds the model from.
 
+    Names, types, shapes and offsets come from `hypura_placement.read_header` (the one GGUF reader);
+    the native part is only the gguf context (gguf's C reader, metadata only) that llama.cpp needs.
     For tied tensors the file lacks (output.weight = token_embd.weight), an entry with the
     source's type and shape is added to the in-memory metadata, so llama.cpp creates it with the
     right type, and it is read from the source's bytes. The file itself is never written."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        try:
+            header = read_header(self.path)
+        except GGUFError as exc:
+            raise StreamError(f"{self.path}: not a readable GGUF file ({exc})") from None
+        self._raw: dict[str, RawTensor] = {t.name: t for t in header.tensors}
+        self.tensors: dict[str, TensorLocation] = {t.name: TensorLocation(t.name, t.offset, t.nbytes)
+                                                   for t in header.tensors}
+        ensure_init()
         params = ffi.new("struct gguf_init_params *")
-        ggml_ctx = ffi.new("struct ggml_context **")
         params.no_alloc = True
-        params.ctx = ggml_ctx
+        params.ctx = ffi.NULL         # the tensor table is in the gguf context itself: no ggml context
         self.ctx = lib.gguf_init_from_file(self.path.encode(), params[0])
         if self.ctx == ffi.NULL:
             raise StreamError(f"{self.path}: not a readable GGUF file")
-        self._ggml_ctx = ggml_ctx[0]
         self._extra_ctx = ffi.NULL
-        base = lib.gguf_get_data_offset(self.ctx)
-        self.tensors: dict[str, TensorInfo] = {}
-        for i in range(lib.gguf_get_n_tensors(self.ctx)):
-            name = ffi.string(lib.gguf_get_tensor_name(self.ctx, i)).decode()
-            self.tensors[name] = TensorInfo(name, base + lib.gguf_get_tensor_offset(self.ctx, i),
-                                            lib.gguf_get_tensor_size(self.ctx, i))
         self._add_tied()
+
+    def _new_tensor(self, name: str, ggml_type: int, shape: tuple[int, ...]) -> None:
+        t = lib.ggml_new_tensor(self._extra_ctx, ggml_type, len(shape), ffi.new("int64_t[]", list(shape)))
+        lib.ggml_set_name(t, name.encode())
+        lib.gguf_add_tensor(self.ctx, t)
 
     def _add_tied(self) -> None:
         missing = [(dst, src) for dst, src in TIED.items() if dst not in self.tensors and src in self.tensors]
@@ -84,30 +92,22 @@ class GGUFIndex:
         p.no_alloc = True
         self._extra_ctx = lib.ggml_init(p[0])
         for dst, src in missing:
-            st = lib.ggml_get_tensor(self._ggml_ctx, src.encode())
-            t = lib.ggml_new_tensor(self._extra_ctx, st.type, lib.ggml_n_dims(st), st.ne)
-            lib.ggml_set_name(t, dst.encode())
-            lib.gguf_add_tensor(self.ctx, t)
-            self.tensors[dst] = TensorInfo(dst, self.tensors[src].offset, self.tensors[src].size)
+            st = self._raw[src]
+            self._new_tensor(dst, st.ggml_type, st.shape)
+            self.tensors[dst] = TensorLocation(dst, self.tensors[src].offset, self.tensors[src].size)
         for dst, gate, up in fused:
-            g = lib.ggml_get_tensor(self._ggml_ctx, gate.encode())
-            u = lib.ggml_get_tensor(self._ggml_ctx, up.encode())
-            if g.type != u.type or list(g.ne) != list(u.ne):
+            g, u = self._raw[gate], self._raw[up]
+            if g.ggml_type != u.ggml_type or g.shape != u.shape or len(g.shape) != 3:
                 raise StreamError(f"{self.path}: {gate} and {up} differ in type or shape")
-            ne = ffi.new("int64_t[3]", [g.ne[0], 2 * g.ne[1], g.ne[2]])
-            t = lib.ggml_new_tensor(self._extra_ctx, g.type, 3, ne)
-            lib.ggml_set_name(t, dst.encode())
-            lib.gguf_add_tensor(self.ctx, t)
+            self._new_tensor(dst, g.ggml_type, (g.shape[0], 2 * g.shape[1], g.shape[2]))
             gi, ui = self.tensors[gate], self.tensors[up]
-            n_exp = int(g.ne[2])
-            self.tensors[dst] = TensorInfo(dst, gi.offset, gi.size + ui.size,
-                                           ((gi.offset, gi.size // n_exp), (ui.offset, ui.size // n_exp)))
+            n_exp = g.shape[2]
+            self.tensors[dst] = TensorLocation(dst, gi.offset, gi.size + ui.size,
+                                               ((gi.offset, gi.size // n_exp), (ui.offset, ui.size // n_exp)))
 
     def close(self) -> None:
         if self.ctx is not None and self.ctx != ffi.NULL:
             lib.gguf_free(self.ctx)
-            if self._ggml_ctx != ffi.NULL:
-                lib.ggml_free(self._ggml_ctx)
             if self._extra_ctx != ffi.NULL:
                 lib.ggml_free(self._extra_ctx)
         self.ctx = None
@@ -128,12 +128,10 @@ class AlignedBuffer:
         self.mem.close()
 
 
-OwnedTensor = Callable[[object, str], bool]
-
-
 class OwnedLoad:
-    """One `init_from_user` load. `is_streamed(name)` says which tensors to leave unread;
-    their ggml_tensor pointers are collected in `streamed` by name."""
+    """One `init_from_user` load (`hypura_llama.load_from_user`, which calls `on_tensor` per tensor).
+    `is_streamed(name)` says which tensors to leave unread; their ggml_tensor pointers are collected
+    in `streamed` by name."""
 
     def __init__(self, path: str | os.PathLike, reader: DirectReader, is_streamed: Callable[[str], bool]) -> None:
         self.path = os.fspath(path)
@@ -145,9 +143,7 @@ class OwnedLoad:
         self.neutral: list[str] = []
         self.neutral_tensors: dict[str, tuple[object, float]] = {}   # name -> (tensor, value)
         self.bytes_loaded = 0
-        self.error: BaseException | None = None
         self._staging: AlignedBuffer | None = None
-        self._handle = ffi.new_handle(self)
         self._progress = None
 
     def load(self, params: ModelParams) -> LlamaModel:
@@ -157,23 +153,16 @@ class OwnedLoad:
         self._progress = tqdm(total=resident, unit="B", unit_scale=True, desc="loading resident weights",
                               disable=None, leave=False)
         try:
-            handle = lib.llama_model_init_from_user(self.index.ctx, lib.hypura_py_set_tensor,
-                                                    self._handle, params.to_c())
+            model = load_from_user(self.index.ctx, self.on_tensor, params, self.path)
         finally:
             self._progress.close()
             if self._staging is not None:
                 self._staging.close()
                 self._staging = None
-        if self.error is not None:
-            if handle != ffi.NULL:
-                lib.llama_model_free(handle)
-            raise self.error
-        if handle == ffi.NULL:
-            raise LlamaError(f"{self.path}: llama.cpp could not build the model (set -vv to see its log)")
         if self.neutral:
             log.info("%d tensors absent from the file were given neutral values: %s", len(self.neutral),
                      ", ".join(self.neutral[:8]))
-        return LlamaModel(handle, self.path, params)
+        return model
 
     def _staging_for(self, size: int) -> AlignedBuffer:
         if self._staging is None or self._staging.size < size:
@@ -206,7 +195,7 @@ class OwnedLoad:
         self.bytes_loaded += nbytes
         self._progress.update(nbytes)
 
-    def _load_composed(self, t, info: TensorInfo) -> None:
+    def _load_composed(self, t, info: TensorLocation) -> None:
         """Fill a composed expert tensor expert by expert from its parts' file bytes."""
         n_exp = int(t.ne[2])
         per = sum(nb for _, nb in info.parts)
@@ -238,14 +227,3 @@ class OwnedLoad:
 
     def close(self) -> None:
         self.index.close()
-
-
-@ffi.def_extern()
-def hypura_py_set_tensor(t, userdata):
-    load: OwnedLoad = ffi.from_handle(userdata)
-    if load.error is not None:
-        return
-    try:
-        load.on_tensor(t)
-    except BaseException as exc:  # noqa: BLE001 - re-raised after llama.cpp returns
-        load.error = exc

@@ -13,7 +13,7 @@ from hypura_llama import ffi, lib
 from hypura_llama.errors import LlamaError
 
 from .directio import align_up, aligned_span
-from .loader import AlignedBuffer, TensorInfo
+from .loader import AlignedBuffer, TensorLocation
 
 GAP = 1 << 20  # coalesce tensors closer than this into one read
 
@@ -30,16 +30,16 @@ class LayerLayout:
     """Where one streamed layer's tensors live inside a slot."""
 
     key: object                              # layer id (dense) or (layer, expert)
-    tensors: list[TensorInfo]
+    tensors: list[TensorLocation]
     spans: list[Span] = field(default_factory=list)
     tensor_slot_offset: dict[str, int] = field(default_factory=dict)
     size: int = 0                            # aligned bytes read per fill
     payload: int = 0                         # bytes of tensor data
 
     @classmethod
-    def build(cls, key: object, tensors: list[TensorInfo]) -> LayerLayout:
+    def build(cls, key: object, tensors: list[TensorLocation]) -> LayerLayout:
         lay = cls(key, sorted(tensors, key=lambda t: t.offset))
-        groups: list[list[TensorInfo]] = []
+        groups: list[list[TensorLocation]] = []
         for t in lay.tensors:
             if groups and t.offset - (groups[-1][-1].offset + groups[-1][-1].size) <= GAP:
                 groups[-1].append(t)
