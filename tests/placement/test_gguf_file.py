@@ -113,3 +113,16 @@ def test_data_past_end_of_file(tmp_path):
     with pytest.raises(GGUFError, match="truncated: tensor 't' ends at byte"):
         validate_gguf(p)
     assert read_header(p).tensors[0].nbytes == 4096
+
+
+def test_the_one_reader_gives_what_the_server_and_the_loader_need(default_model):
+    """The API's view (long arrays elided, the parameter count) and the loader's (absolute offsets and sizes
+    that tile the data section) come from this one header read."""
+    h = read_header(default_model)
+    brief = h.kv_summary()
+    assert brief["general.architecture"] == "gemma3"
+    assert "tokenizer.ggml.tokens" in brief and brief["tokenizer.ggml.tokens"] is None      # 262144 tokens
+    assert all(not isinstance(v, list) or len(v) <= 64 for v in brief.values())
+    assert 260e6 < h.n_elements < 280e6                                                   # gemma3:270m
+    spans = sorted((t.offset, t.nbytes) for t in h.tensors)
+    assert spans[0][0] == h.data_offset and all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))

@@ -75,6 +75,21 @@ class GGUFHeader:
         """The end of the last tensor's data (= data_offset when there are no tensors)."""
         return max((t.offset + t.nbytes for t in self.tensors), default=self.data_offset)
 
+    def kv_summary(self, max_array: int = 64) -> dict[str, Any]:
+        """The key/values with every array longer than ``max_array`` (token lists, merges, scores) as None."""
+        return {k: None if isinstance(v, list) and len(v) > max_array else v for k, v in self.kv.items()}
+
+    @property
+    def n_elements(self) -> int:
+        """The weights' element count (the parameter count)."""
+        total = 0
+        for t in self.tensors:
+            n = 1
+            for d in t.shape:
+                n *= d
+            total += n
+        return total
+
 
 def tensor_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int:
     """Bytes of a tensor of this type and ``ne``; ValueError for an unknown type or a bad row length."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
+import stat
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from hypura_engine import ChatTemplate, ModelEntry
+from hypura_placement import read_header
 
 from .durations import from_timestamp
-from .gguf_header import read_header
 
 _lock = threading.Lock()
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """The GGUF key/values (typed; token lists elided), parameter count and file facts."""
+class ModelCard:
+    """What the API says about a model file (placement's `ModelInfo` is the planner's view): the GGUF
+    key/values (typed; token lists elided), parameter count and file facts."""
     path: Path
     kv: dict[str, Any]
     n_params: int
@@ -55,15 +56,16 @@ class ModelInfo:
 
 
 @lru_cache(maxsize=64)
-def _read(path: str, size: int, mtime_ns: int) -> ModelInfo:
-    kv, tensors = read_header(path)
-    n_params = sum(math.prod(shape) for _, shape in tensors)
-    return ModelInfo(Path(path), kv, n_params, size, mtime_ns / 1e9)
+def _read(path: str, size: int, mtime_ns: int) -> ModelCard:
+    h = read_header(path)      # placement's bounded reader: a malformed file is one clear ValueError
+    return ModelCard(Path(path), h.kv_summary(), h.n_elements, size, mtime_ns / 1e9)
 
 
-def read_info(path: Path) -> ModelInfo:
+def read_info(path: Path) -> ModelCard:
     """The model's header facts; cached per (path, size, mtime). Raises ValueError on a non-GGUF file."""
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):    # a FIFO or a device would block the reader
+        raise ValueError(f"{path.name}: not a regular file")
     with _lock:
         try:
             return _read(str(path), st.st_size, st.st_mtime_ns)
@@ -86,7 +88,7 @@ def human_params(n: int) -> str:
     return f"{n / 1e3:.2f}K"
 
 
-def digest(entry: ModelEntry, info: ModelInfo) -> str:
+def digest(entry: ModelEntry, info: ModelCard) -> str:
     """Ollama's blob digest for its own models; for others a stable id of (path, size, mtime), not a
     content hash (hashing a 100 GB file per listing would be absurd)."""
     if entry.source == "ollama" and entry.path.name.startswith("sha256-"):
@@ -94,17 +96,20 @@ def digest(entry: ModelEntry, info: ModelInfo) -> str:
     return hashlib.sha256(f"{entry.path}\0{info.size}\0{info.mtime}".encode()).hexdigest()
 
 
-def details(info: ModelInfo) -> dict[str, Any]:
+def details(info: ModelCard) -> dict[str, Any]:
     size_label = info.kv.get("general.size_label")
     return {"parent_model": "", "format": "gguf", "family": info.arch, "families": [info.arch],
             "parameter_size": size_label if isinstance(size_label, str) else human_params(info.n_params),
             "quantization_level": info.quantization}
 
 
-def capabilities(info: ModelInfo, template_source: str | None = None) -> list[str]:
+def capabilities(info: ModelCard, template_source: str | None = None) -> list[str]:
     """Ollama's capability names, from the template (or a per-name override of it) and the vocabulary."""
     out = ["completion"]
-    template = ChatTemplate(template_source) if template_source else info.template
+    try:
+        template = ChatTemplate(template_source) if template_source else info.template
+    except ValueError:   # a broken template: it supports nothing (generation reports the error)
+        return out
     if template.supports_tools:
         out.append("tools")
     if info.fim:
@@ -114,7 +119,7 @@ def capabilities(info: ModelInfo, template_source: str | None = None) -> list[st
     return out
 
 
-def model_info(info: ModelInfo) -> dict[str, Any]:
+def model_info(info: ModelCard) -> dict[str, Any]:
     out = {k: v for k, v in info.kv.items() if k != "tokenizer.chat_template"}
     out["general.parameter_count"] = info.n_params
     return out
