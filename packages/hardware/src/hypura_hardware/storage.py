@@ -46,8 +46,10 @@ def default_patterns() -> list[ReadPattern]:
     return patterns
 
 
-def open_direct(path: Path, flags: int = os.O_RDONLY) -> tuple[int, bool]:
-    """Open ``path`` bypassing the page cache; returns (fd, whether direct I/O is on)."""
+def open_direct(path: Path | str, flags: int = os.O_RDONLY) -> tuple[int, bool]:
+    """Open ``path`` bypassing the page cache; returns (fd, whether direct I/O is on). Reads then need
+    ``ALIGN``-aligned offsets, lengths and buffers. The descriptor is not inherited by child processes."""
+    flags |= getattr(os, "O_CLOEXEC", 0)
     direct = getattr(os, "O_DIRECT", 0)
     if direct:
         try:

@@ -1,6 +1,7 @@
 """Direct, aligned, concurrent reads from a model file that is opened read-only.
 
-O_DIRECT on Linux (F_NOCACHE on macOS) keeps streamed weights out of the page cache. Direct I/O
+O_DIRECT on Linux (F_NOCACHE on macOS), opened by `hypura_hardware.storage.open_direct`, keeps
+streamed weights out of the page cache. Direct I/O
 needs 4096-byte aligned offsets, lengths and buffers: callers read the aligned superset of what
 they need into aligned memory and point into it (see `aligned_span`). Reads run on a thread pool
 of `os.preadv` calls, which release the GIL; large reads are split into chunks so many are in
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-log = logging.getLogger(__name__)
+from hypura_hardware.storage import ALIGN, open_direct
 
-ALIGN = 4096
+log = logging.getLogger(__name__)
 CHUNK = 16 << 20  # 16 MiB reads, 16 in flight: what this kind of NVMe needs to reach its limit
 
 
@@ -67,25 +67,17 @@ class DirectReader:
 
     def __init__(self, path: str | os.PathLike, threads: int = 16, direct: bool = True) -> None:
         self.path = os.fspath(path)
-        self.direct = False
-        fd = -1
-        if direct and hasattr(os, "O_DIRECT"):
-            try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT | getattr(os, "O_CLOEXEC", 0))
-                self.direct = True
-            except OSError as exc:  # e.g. tmpfs does not support O_DIRECT
-                log.warning("%s: O_DIRECT unavailable (%s); reading through the page cache", self.path, exc)
-        if fd < 0:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            if direct and sys.platform == "darwin":
-                import fcntl
-
-                fcntl.fcntl(fd, fcntl.F_NOCACHE, 1)
-                self.direct = True
+        if direct:
+            fd, self.direct = open_direct(self.path)
+            if not self.direct:  # e.g. tmpfs does not support O_DIRECT
+                log.warning("%s: direct I/O unavailable; reading through the page cache", self.path)
+        else:
+            fd, self.direct = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), False
         self.fd = fd
         st = os.fstat(fd)
         self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         self.size = st.st_size
+        self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hypura-io")
         self.clock = BusyClock()
         self.bytes_read = 0
