@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the vendored llama.cpp as shared libraries plus llama-bench and llama-simple, inside the work tree.
+# Build the vendored llama.cpp as shared libraries plus llama-bench, llama-simple, llama-quantize and llama-gguf-split, inside the work tree.
 # Backend: BACKEND=cuda|metal|cpu, else auto (CUDA when nvcc and an NVIDIA GPU exist, Metal on macOS, CPU otherwise).
 # CUDA_ARCHS=90 overrides the CUDA architectures; PORTABLE=1 turns GGML_NATIVE off (building for another machine).
 set -euo pipefail
@@ -18,6 +18,14 @@ flags=(-DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF
        -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
        -DGGML_CCACHE=OFF -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON "-DCMAKE_INSTALL_RPATH=\$ORIGIN")
 [ "${PORTABLE:-0}" = 1 ] && flags+=(-DGGML_NATIVE=OFF) || flags+=(-DGGML_NATIVE=ON)
+# A native build compiles ggml's AMX kernels whenever the CPU reports AMX. On the 2-core dev/CI VMs
+# (AMX reported, arch_prctl permission granted) every AMX matmul dies at its first `ldtilecfg`
+# (general protection fault; llama.cpp's own llama-simple included), so native builds leave AMX out
+# unless GGML_AMX=1 is set. The AVX-512/AVX2 kernels and CPU_REPACK are unaffected.
+if [ "${PORTABLE:-0}" != 1 ] && [ "${GGML_AMX:-0}" != 1 ] && grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+  noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  flags+=("-DCMAKE_C_FLAGS=$noamx" "-DCMAKE_CXX_FLAGS=$noamx")
+fi
 case "$backend" in
   cuda)
     archs=${CUDA_ARCHS:-}
@@ -38,5 +46,5 @@ if [ ! -f "$out/.hypura-config" ] || [ "$(cat "$out/.hypura-config")" != "$confi
   cmake -S "$src" -B "$out" "${gen[@]}" "${flags[@]}" >/dev/null
   echo "$config" > "$out/.hypura-config"
 fi
-cmake --build "$out" -j "$jobs" --target llama ggml llama-bench llama-simple
+cmake --build "$out" -j "$jobs" --target llama ggml llama-bench llama-simple llama-quantize llama-gguf-split
 echo "$backend" > "$out/.hypura-backend"
