@@ -12,10 +12,27 @@ from dataclasses import dataclass, field
 from hypura_llama import ffi, lib
 from hypura_llama.errors import LlamaError
 
-from .directio import align_up, aligned_span
+from .directio import ALIGN, align_up, aligned_span
 from .loader import AlignedBuffer, TensorLocation
 
 GAP = 1 << 20  # coalesce tensors closer than this into one read
+MMQ_PAD = 512  # quantized batched matmuls read up to this many bytes past an expert/tensor: VRAM slack
+
+
+class PinnedWindow:
+    """`size` page-aligned bytes inside a buffer of `buffer_type` (pinned host memory of a GPU): an
+    O_DIRECT destination and a DMA source. `view` is the window's bytes, `addr` its address."""
+
+    def __init__(self, buffer_type, size: int) -> None:
+        self.buffer = buffer_type.allocate(size + ALIGN)
+        start = -self.buffer.base % ALIGN
+        self.view = self.buffer.host_view(start, size)
+        self.addr = self.buffer.base + start
+        self.ptr = ffi.cast("char *", self.addr)
+
+    def close(self) -> None:
+        self.view.release()
+        self.buffer.close()
 
 
 @dataclass
@@ -34,7 +51,6 @@ class LayerLayout:
     spans: list[Span] = field(default_factory=list)
     tensor_slot_offset: dict[str, int] = field(default_factory=dict)
     size: int = 0                            # aligned bytes read per fill
-    payload: int = 0                         # bytes of tensor data
 
     @classmethod
     def build(cls, key: object, tensors: list[TensorLocation]) -> LayerLayout:
@@ -53,7 +69,6 @@ class LayerLayout:
                 lay.tensor_slot_offset[t.name] = pos + (t.offset - start)
             pos += length
         lay.size = pos
-        lay.payload = sum(t.size for t in lay.tensors)
         return lay
 
 
@@ -112,16 +127,13 @@ class DeviceSlotPool:
         self.n_slots = n_slots
         self.slot_size = align_up(slot_size)
         buft: BufferType = device.buffer_type
-        # + 512 B: quantized batched matmuls read up to 512 bytes past an expert/tensor
-        self.vram = buft.allocate(self.n_slots * self.slot_size + 512)
+        self.vram = buft.allocate(self.n_slots * self.slot_size + MMQ_PAD)
         self.vram.clear(0)
         host = device.host_buffer_type
         if host is None:
             raise LlamaError(f"{device.name} has no pinned host buffer type")
-        self.staging = host.allocate(self.n_slots * self.slot_size + 4096 if staging else 1)
-        base = self.staging.base
-        self._stage_off = align_up(base) - base  # O_DIRECT wants page-aligned destinations
-        self._has_staging = staging
+        # where reads land (O_DIRECT wants page-aligned destinations)
+        self.staging = PinnedWindow(host, self.n_slots * self.slot_size) if staging else None
         self.backend = lib.ggml_backend_dev_init(device.handle, ffi.NULL)
         if self.backend == ffi.NULL:
             raise LlamaError(f"could not create a stream on {device.name}")
@@ -138,9 +150,9 @@ class DeviceSlotPool:
 
     def slot_view(self, slot: int) -> memoryview:
         """The slot's pinned staging (where reads land)."""
-        if not self._has_staging:
+        if self.staging is None:
             raise LlamaError("this slot pool was created without staging (RAM-tier layers only)")
-        return self.staging.host_view(self._stage_off + slot * self.slot_size, self.slot_size)
+        return self.staging.view[slot * self.slot_size:(slot + 1) * self.slot_size]
 
     def repoint(self, tensor, slot: int, offset: int) -> None:
         tensor.buffer = self.vram.handle
@@ -149,7 +161,7 @@ class DeviceSlotPool:
     def upload(self, slot: int, tensors: list[tuple[object, int]], source: int | None = None) -> None:
         """Asynchronously copy each (tensor, offset in slot) from the slot's staging (or from
         `source`, a pinned host address laid out like the slot) to VRAM, then fence."""
-        stage = source if source is not None else self.staging.base + self._stage_off + slot * self.slot_size
+        stage = source if source is not None else self.staging.addr + slot * self.slot_size
         for t, off in tensors:
             n = lib.ggml_nbytes(t)
             lib.ggml_backend_tensor_set_async(self.backend, t, ffi.cast("void *", stage + off), 0, n)
@@ -167,4 +179,5 @@ class DeviceSlotPool:
             lib.ggml_backend_free(self.backend)
             self.backend = None
             self.vram.close()
-            self.staging.close()
+            if self.staging is not None:
+                self.staging.close()
