@@ -7,7 +7,7 @@ import numpy as np
 from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 from hypura_engine.routing_stats import load_counts, stats_path
 from hypura_synthetic import TINY, write_synthetic
-from hypura_streaming import ExpertStreamer
+from hypura_streaming import ExpertStreamer, StreamSpec
 from helpers import greedy_with_logits
 
 
@@ -17,7 +17,7 @@ def test_warm_started_cache_reads_less_and_computes_the_same(tmp_path):
     runs = {}
     counts = None
     for phase in ("cold", "warm"):
-        st = ExpertStreamer(path, layers, 8)   # half of the 16 experts of the two layers
+        st = ExpertStreamer(StreamSpec.experts(path, layers, 8))   # half of the 16 experts of the two layers
         model = st.load_model()
         try:
             if phase == "warm":

@@ -11,7 +11,7 @@ import pytest
 
 import hypura_llama as h
 from hypura_synthetic import TINY, write_synthetic
-from hypura_streaming import DenseStreamer, DirectReader, ExpertStreamer, OwnedLoad
+from hypura_streaming import DenseStreamer, DirectReader, ExpertStreamer, OwnedLoad, StreamSpec
 from helpers import greedy_with_logits
 
 pytestmark = pytest.mark.gpu
@@ -81,7 +81,7 @@ def _resident_owned(path, ubatch=512):
 @pytest.mark.parametrize("qtype", ["F16", "Q4_0"])
 def test_dense_streaming_on_the_gpu(tmp_path, gpu, qtype):
     path = write_synthetic(tmp_path / "dense.gguf", "llama3-70b", qtype=qtype, **{**TINY["llama3-70b"], "layers": 4})
-    st = DenseStreamer(path, [1, 2, 3], 2, device=gpu)
+    st = DenseStreamer(StreamSpec.dense(path, [1, 2, 3], 2), device=gpu)
     model = st.load_model()
     lines = _Lines()
     try:
@@ -116,7 +116,7 @@ def test_dense_streaming_of_a_long_prompt_on_the_gpu(tmp_path, gpu):
             reader.close()
 
     n_prompt, (ref_toks, ref_logits) = owned(lambda name: False)
-    st = DenseStreamer(path, [1, 2, 3], 2, device=gpu)
+    st = DenseStreamer(StreamSpec.dense(path, [1, 2, 3], 2), device=gpu)
     model = st.load_model()
     try:
         toks, logits = greedy_with_logits(model, st.eval_filter, n=8, ubatch=512, n_ctx=512, prompt=prompt)
@@ -138,7 +138,7 @@ def test_expert_streaming_of_a_long_prompt_in_one_ubatch_on_the_gpu(tmp_path, gp
     shape = TINY[preset]
     n_exp = 16 if preset == "deepseek-v3" else 8
     prompt = "The quick brown fox jumps over the lazy dog. " * 8
-    st = ExpertStreamer(path, range(shape.get("dense_lead", 0), shape["layers"]), n_exp + 2, device=gpu)
+    st = ExpertStreamer(StreamSpec.experts(path, range(shape.get("dense_lead", 0), shape["layers"]), n_exp + 2), device=gpu)
     model = st.load_model()
     try:
         assert st.max_ubatch == 512
@@ -167,7 +167,7 @@ def test_expert_streaming_on_the_gpu(tmp_path, gpu, preset, qtype, slots, ram_sl
     shape = TINY[preset]
     layers = range(shape.get("dense_lead", 0), shape["layers"])
     if warm:    # routing counts of an earlier run seed the caches
-        first = ExpertStreamer(path, layers, slots, device=gpu, ram_slots=ram_slots)
+        first = ExpertStreamer(StreamSpec.experts(path, layers, slots, ram_slots=ram_slots), device=gpu)
         m = first.load_model()
         try:
             _greedy(m, first.eval_filter, ubatch=first.max_ubatch)
@@ -175,7 +175,7 @@ def test_expert_streaming_on_the_gpu(tmp_path, gpu, preset, qtype, slots, ram_sl
         finally:
             m.close()
             first.close()
-    st = ExpertStreamer(path, layers, slots, device=gpu, ram_slots=ram_slots)
+    st = ExpertStreamer(StreamSpec.experts(path, layers, slots, ram_slots=ram_slots), device=gpu)
     model = st.load_model()
     lines = _Lines()
     try:

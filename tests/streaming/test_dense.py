@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hypura_llama as h
-from hypura_streaming import DenseStreamer, DirectReader, OwnedLoad, StreamError
+from hypura_streaming import DenseStreamer, DirectReader, OwnedLoad, StreamError, StreamSpec
 from helpers import greedy_with_logits
 
 PROMPT = "Why is the sky blue? Explain the physics of light scattering in detail."
@@ -42,7 +42,7 @@ def test_owned_load_equals_llama_cpp_file_load(default_model, resident):
 @pytest.mark.parametrize("layers,slots", [(range(9, 18), 2), (range(0, 18), 3), (range(0, 18, 2), 1),
                                           (range(1, 18, 3), 4)])
 def test_streaming_is_bit_identical(default_model, resident, layers, slots):
-    st = DenseStreamer(default_model, layers, slots)
+    st = DenseStreamer(StreamSpec.dense(default_model, layers, slots))
     model = st.load_model()
     try:
         toks, logits = _greedy(model, st.eval_filter)
@@ -63,7 +63,7 @@ def test_streaming_is_bit_identical(default_model, resident, layers, slots):
 
 
 def test_batched_prompt_in_several_ubatches(default_model, resident):
-    st = DenseStreamer(default_model, range(0, 18), 2)
+    st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2))
     model = st.load_model()
     try:
         toks, logits = _greedy(model, st.eval_filter, n_batch=4)  # the prompt spans several graphs
@@ -88,7 +88,7 @@ def test_a_prompt_of_over_32_tokens_in_one_batch(default_model):
         ref_toks, ref_logits = greedy_with_logits(model, None, n=8, ubatch=512, n_ctx=256, prompt=prompt)
     finally:
         model.close()
-    st = DenseStreamer(default_model, range(0, 18), 2)
+    st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2))
     model = st.load_model()
     try:
         n_prompt = len(model.tokenize(prompt))
@@ -104,7 +104,7 @@ def test_a_prompt_of_over_32_tokens_in_one_batch(default_model):
 def test_negative_control_filling_too_late_changes_the_output(default_model, resident):
     """Fill at the down matmul (`ffn_out-N`) instead of `ffn_norm-N`: the gate/up matmuls of each
     layer then run on the previous occupant's weights, and the comparison must notice."""
-    st = DenseStreamer(default_model, range(9, 18), 2, trigger="ffn_out-")
+    st = DenseStreamer(StreamSpec.dense(default_model, range(9, 18), 2), trigger="ffn_out-")
     model = st.load_model()
     try:
         toks, logits = _greedy(model, st.eval_filter)
@@ -117,7 +117,7 @@ def test_negative_control_filling_too_late_changes_the_output(default_model, res
 def test_model_file_vanishing_mid_run_is_a_clear_error(tmp_path, default_model):
     path = tmp_path / "m.gguf"
     shutil.copyfile(default_model, path)
-    st = DenseStreamer(path, range(9, 18), 2)
+    st = DenseStreamer(StreamSpec.dense(path, range(9, 18), 2))
     model = st.load_model()
     try:
         with h.LlamaContext(model, h.ContextParams(n_ctx=64), st.eval_filter) as ctx:
@@ -133,7 +133,7 @@ def test_model_file_vanishing_mid_run_is_a_clear_error(tmp_path, default_model):
 def test_model_file_changing_mid_run_is_a_clear_error(tmp_path, default_model):
     path = tmp_path / "m.gguf"
     shutil.copyfile(default_model, path)
-    st = DenseStreamer(path, range(9, 18), 2)
+    st = DenseStreamer(StreamSpec.dense(path, range(9, 18), 2))
     model = st.load_model()
     try:
         with h.LlamaContext(model, h.ContextParams(n_ctx=64), st.eval_filter) as ctx:
@@ -148,7 +148,7 @@ def test_model_file_changing_mid_run_is_a_clear_error(tmp_path, default_model):
 
 
 def test_ram_tier_layers_are_read_once(default_model, resident):
-    st = DenseStreamer(default_model, range(6, 18), 2, ram_layers=range(6, 12))
+    st = DenseStreamer(StreamSpec.dense(default_model, range(6, 18), 2, ram_layers=range(6, 12)))
     model = st.load_model()
     try:
         toks, logits = _greedy(model, st.eval_filter)

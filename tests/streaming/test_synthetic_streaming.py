@@ -2,12 +2,14 @@
 streaming modes are bit-identical to the same model fully resident."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
 import hypura_llama as h
 from hypura_synthetic import TINY, write_synthetic
-from hypura_streaming import DenseStreamer, ExpertStreamer
+from hypura_streaming import DenseStreamer, ExpertStreamer, StreamSpec
 from helpers import greedy_with_logits
 
 MOE = ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "kimi-k2"]
@@ -49,7 +51,9 @@ def _streamed(st, n=8, ubatch=None):
         st.close()
 
 
+@lru_cache(maxsize=None)
 def _resident(path, ubatch=512, n=8):
+    """The same model fully resident (llama.cpp's loader), computed once per (file, ubatch, tokens)."""
     with h.LlamaModel.load(path, h.ModelParams(use_extra_bufts=False)) as m:
         return _greedy(m, n=n, ubatch=ubatch)
 
@@ -70,7 +74,7 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     n_exp, n_used, lead = _moe_shape(path)
     slots = max(n_used, n_exp // 2)  # a cache smaller than one layer's experts, shared by every layer
     assert slots < n_exp
-    st = ExpertStreamer(path, range(lead, TINY[name]["layers"]), slots)
+    st = ExpertStreamer(StreamSpec.experts(path, range(lead, TINY[name]["layers"]), slots))
     toks, logits, stats = _streamed(st)
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch)
     assert toks == ref_toks
@@ -82,8 +86,8 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     # F16 experts here are whole pages: read straight into the host slots; Q4_0 ones are not: staged, copied
     assert stats["in_place_fraction"] == (1.0 if qtype == "F16" else 0.0)
     # staging for reads in place is a page before and after; staged reads need a whole expert's pages
-    per_thread = stats["staging_bytes"] // st.reader.pool._max_workers
-    assert per_thread == 8192 if qtype == "F16" else per_thread > max(k["stride"] for k in st.kinds.values())
+    per_thread = stats["staging_bytes"] // st.reader.threads
+    assert per_thread == 8192 if qtype == "F16" else per_thread > max(k.stride for k in st.layout.kinds.values())
     # after the first pass showed the split after the gate/up matmuls, down experts were read during them
     assert 0 < stats["down_reads_overlapped"] <= stats["experts_loaded"]
 
@@ -102,7 +106,7 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     slots = max(n_used, n_exp // 2) * 2
     ubatch = slots // n_used    # prompt chunks that fill the cache as a long prompt would (mixtral: 8 = n_exp slots)
     for prefetch in (True, False):
-        st = ExpertStreamer(path, layers, slots, prefetch=prefetch)
+        st = ExpertStreamer(StreamSpec.experts(path, layers, slots), prefetch=prefetch)
         runs[prefetch] = (*_streamed(st, n=16, ubatch=ubatch), st.cache.stats)
     ref_toks, ref_logits = _resident(path, ubatch=ubatch, n=16)
     (on_t, on_l, on, on_c), (off_t, off_l, off, off_c) = runs[True], runs[False]
@@ -131,7 +135,7 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
     path = models[name, "F16"]
     n_exp, n_used, lead = _moe_shape(path)
     layers = list(range(lead, TINY[name]["layers"]))
-    st = ExpertStreamer(path, layers, n_used)   # one token's experts: nearly every selection is a miss
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_used))   # one token's experts: nearly every selection is a miss
     model = st.load_model()
     try:
         with LlamaContext(model, ContextParams(n_ctx=64, n_batch=st.max_ubatch, n_ubatch=st.max_ubatch),
@@ -141,7 +145,7 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
             ctx.decode([1], len(toks))
             before = st.stats()["down_reads_overlapped"]
             assert before > 0
-            st._r_gate = ()   # the splits after gate/up stay off (the first pass switched them off)
+            st.stop_switching_on_gate_up_splits()   # they stay off (the first pass switched them off)
             with pytest.raises(StreamError, match="its down experts were not waited for before its down matmul"):
                 for i in range(4):   # the first pass with a miss fails
                     ctx.decode([2 + i], len(toks) + 1 + i)
@@ -159,7 +163,7 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
     path = models["mixtral-8x7b", "F16"]
     n_exp, n_used, _ = _moe_shape(path)
     layers = list(range(TINY["mixtral-8x7b"]["layers"]))
-    st = ExpertStreamer(path, layers, n_used)
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_used))
     model = st.load_model()
     try:
         with LlamaContext(model, ContextParams(n_ctx=64, n_batch=st.max_ubatch, n_ubatch=st.max_ubatch),
@@ -168,7 +172,7 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
 
             def handler(tensor, ask, rule, layer):
                 inner(tensor, ask, rule, layer)
-                if st._late is not None and not aborted:
+                if st.down_reads_pending and not aborted:
                     aborted.append(layer)
                     ctx.abort()
 
@@ -178,7 +182,7 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
                 ctx.decode(toks, 0)    # the first pass learns the splits: nothing is deferred in it
                 for i in range(8):
                     ctx.decode([toks[0]], len(toks) + i)
-            assert aborted and st._late is not None   # stopped with down reads in flight
+            assert aborted and st.down_reads_pending   # stopped with down reads in flight
             st.eval_filter.handler = inner
         got_toks, got_logits = _greedy(model, st.eval_filter, n=8, ubatch=st.max_ubatch)
     finally:
@@ -196,7 +200,7 @@ def test_a_long_prompt_in_one_ubatch_when_a_layers_experts_fit(models, name):
     path = models[name, "F16"]
     n_exp, _, lead = _moe_shape(path)
     prompt = "The quick brown fox jumps over the lazy dog. " * 8
-    st = ExpertStreamer(path, range(lead, TINY[name]["layers"]), n_exp)
+    st = ExpertStreamer(StreamSpec.experts(path, range(lead, TINY[name]["layers"]), n_exp))
     model = st.load_model()
     try:
         assert st.max_ubatch == 512
@@ -221,7 +225,7 @@ def test_cache_larger_than_one_layers_experts(models, name):
     path = models[name, "Q4_0"]
     n_exp, n_used, lead = _moe_shape(path)
     layers = range(lead, TINY[name]["layers"])
-    st = ExpertStreamer(path, layers, n_exp + n_exp // 2)
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_exp + n_exp // 2))
     toks, logits, stats = _streamed(st, n=12)
     assert st.n_slots == n_exp + n_exp // 2
     assert st.max_ubatch == 512 > st.n_slots // n_used
@@ -239,7 +243,8 @@ def test_ram_cache_tier_behind_the_expert_cache(models, policy, qtype):
     path = models["qwen3-30b-a3b", qtype]
     layers = range(TINY["qwen3-30b-a3b"]["layers"])
     n_exp, n_used, _ = _moe_shape(path)
-    st = ExpertStreamer(path, layers, n_used, ram_slots=n_exp * len(layers) // 2, policy=policy, prefetch=False)
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_used, ram_slots=n_exp * len(layers) // 2), policy=policy,
+                        prefetch=False)
     toks, logits, stats = _streamed(st, n=16)
     ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch, n=16)
     assert toks == ref_toks
@@ -254,7 +259,7 @@ def test_ram_cache_tier_behind_the_expert_cache(models, policy, qtype):
 @pytest.mark.parametrize("name", DENSE)
 def test_dense_streaming_is_bit_identical(models, name):
     path = models[name, "Q4_0"]
-    st = DenseStreamer(path, range(TINY[name]["layers"]), 1)
+    st = DenseStreamer(StreamSpec.dense(path, range(TINY[name]["layers"]), 1))
     model = st.load_model()
     try:
         toks, logits = _greedy(model, st.eval_filter)
@@ -267,7 +272,7 @@ def test_dense_streaming_is_bit_identical(models, name):
 
 
 def test_expert_streaming_a_dense_model_is_a_clear_error(models):
-    st = ExpertStreamer(models["llama3-70b", "F16"], [0], 4)
+    st = ExpertStreamer(StreamSpec.experts(models["llama3-70b", "F16"], [0], 4))
     try:
         with pytest.raises(ValueError, match=r"layer 0 has no routed expert tensors"):
             st.load_model()
@@ -276,7 +281,7 @@ def test_expert_streaming_a_dense_model_is_a_clear_error(models):
 
 
 def test_dense_streaming_a_moe_model_is_a_clear_error(models):
-    st = DenseStreamer(models["mixtral-8x7b", "F16"], [0], 1)
+    st = DenseStreamer(StreamSpec.dense(models["mixtral-8x7b", "F16"], [0], 1))
     try:
         with pytest.raises(ValueError, match="no dense FFN tensors in layers"):
             st.load_model()
@@ -291,22 +296,22 @@ def test_a_failed_expert_read_frees_each_staging_buffer_once(models):
 
     from hypura_streaming import StreamError
 
-    st = ExpertStreamer(models["mixtral-8x7b", "Q4_0"], range(TINY["mixtral-8x7b"]["layers"]), 4)
+    st = ExpertStreamer(StreamSpec.experts(models["mixtral-8x7b", "Q4_0"], range(TINY["mixtral-8x7b"]["layers"]), 4))
     model = st.load_model()
     try:
-        q = st._staging
-        n0 = q.qsize()
-        kind = next(iter(st.kinds))
+        staging = st.memory.staging
+        n0 = staging.n_free
+        kind = next(iter(st.layout.kinds))
         for order in range(3):
-            a, b = q.get(), q.get()
+            a, b = staging.take(), staging.take()
             futs = [Future(), Future(), Future()]
             futs[order].set_exception(StreamError("read failed"))
             ok = [f for f in futs if not f.done()]
             ok[0].set_result((kind, a, []))
             ok[1].set_result((kind, b, []))
             with pytest.raises(StreamError):
-                st._finish_reads(futs)
-            assert q.qsize() == n0 and len({id(x) for x in q.queue}) == n0
+                st.reads.finish(futs)
+            assert staging.n_free == n0 and len({id(x) for x in staging.free_buffers()}) == n0
     finally:
         model.close()
         st.close()
@@ -325,7 +330,7 @@ def test_expert_tensors_in_an_unexpected_layout_are_a_clear_error_naming_the_ten
     monkeypatch.setattr(writer, "_type_of",
                         lambda s, q: GGMLQuantizationType.Q8_0 if s.name == odd else plain(s, q))
     path = write_synthetic(tmp_path / "mixed.gguf", "mixtral-8x7b", qtype="F16", **TINY["mixtral-8x7b"])
-    st = ExpertStreamer(path, range(TINY["mixtral-8x7b"]["layers"]), 4)
+    st = ExpertStreamer(StreamSpec.experts(path, range(TINY["mixtral-8x7b"]["layers"]), 4))
     try:
         with pytest.raises(ValueError, match=r"tensor blk\.\d\.ffn_down_exps\.weight: expert size \d+ differs"):
             st.load_model()

@@ -58,39 +58,11 @@ def _gpu_device():
 
 def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = False):
     """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream'); `prefetch`: the
-    expert streamer's guessed reads."""
-    from hypura_streaming import DenseStreamer, ExpertStreamer
-    from hypura_streaming.experts import HOST_SLOT_PAD
+    expert streamer's guessed reads. What to stream is the spec's reading of the plan (StreamSpec.from_plan)."""
+    from hypura_streaming import DenseStreamer, ExpertStreamer, StreamSpec
 
-    nvme = plan.streamed_layers.get("nvme", [])
-    ram = plan.streamed_layers.get("ram", [])
+    spec = StreamSpec.from_plan(plan, info, mode, path=path)
     device = _gpu_device() if plan.compute_tier == "gpu" else None
-    if mode == "dense-stream":
-        if info.is_moe:
-            raise ValueError(f"{path}: a MoE model: use --mode expert-stream (or auto)")
-        layers = sorted(set(nvme) | set(ram))
-        if not layers:
-            raise ValueError(f"{path}: the plan keeps every layer resident within the budgets; dense streaming "
-                             "needs a smaller --ram-budget/--gpu-budget (or use --mode auto)")
-        return DenseStreamer(path, layers, n_slots=max(1, plan.n_slots), device=device, ram_layers=ram)
-    if mode == "expert-stream":
-        if not info.is_moe:
-            raise ValueError(f"{path}: not a mixture-of-experts model: use --mode dense-stream (or auto)")
-        moe_layers = sorted({t.layer for t in info.tensors if t.role == "routed_expert" and t.layer is not None
-                             and plan.tensors.get(t.name) != plan.compute_tier})
-        if not moe_layers:
-            raise ValueError(f"{path}: the plan keeps every expert resident within the budgets; expert streaming "
-                             "needs a smaller --ram-budget (or use --mode auto)")
-        ebytes = plan.expert_cache.get("expert_bytes") or 1
-        cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
-        pool = cached * ebytes + plan.n_slots * plan.slot_bytes
-        slots = pool // ebytes
-        if device is None:   # host slots are a page longer per expert tensor (read in place): from what the plan
-            kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
-            pad = kinds * HOST_SLOT_PAD   # leaves unused in the RAM budget, else one slot fewer
-            if slots * pad > plan.ram_budget - plan.used("ram"):
-                slots = pool // (ebytes + pad)
-        ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if device is not None else 0
-        return ExpertStreamer(path, moe_layers, n_slots=max(slots, info.n_expert_used), device=device,
-                              ram_slots=ram_slots, prefetch=prefetch)
-    raise ValueError(f"unknown streaming mode {mode!r}")
+    if spec.mode == "dense-stream":
+        return DenseStreamer(spec, device=device)
+    return ExpertStreamer(spec, device=device, prefetch=prefetch)

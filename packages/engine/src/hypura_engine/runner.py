@@ -19,6 +19,7 @@ from .generation import GenerateOptions, GenerationResult, TextStream
 from .options import RUN_MODES, LoadOptions
 from .templates import ChatTemplate
 
+
 class Runner:
     """Owns model, context, sampler state, and the streamer when the plan streams weights."""
 
@@ -56,7 +57,8 @@ class Runner:
                 self.streamer.close()
                 raise
             eval_filter = self.streamer.eval_filter
-            n_ubatch = min(n_ubatch, getattr(self.streamer, "max_ubatch", n_ubatch))
+            if self.streamer.max_ubatch is not None:
+                n_ubatch = min(n_ubatch, self.streamer.max_ubatch)
         try:
             n_ctx = max(16, min(opts.ctx, self.model.n_ctx_train or opts.ctx))
             self.ctx = LlamaContext(self.model, ContextParams(n_ctx=n_ctx, n_batch=opts.n_batch,

@@ -1,14 +1,18 @@
 """Weight streaming: slot pools, direct I/O, the dense-FFN streamer, the expert cache and streamer.
 
-`DenseStreamer(path, layers, n_slots)` loads a model whose streamed FFN weights it owns and
+A `StreamSpec` says what to stream (`StreamSpec.from_plan`, or `.dense` / `.experts`); a `Streamer`
+(`DenseStreamer`, `ExpertStreamer`) built from it loads the model whose streamed weights it owns and
 gives the eval filter that makes them resident, layer by layer, during the forward pass.
 """
+from .base import Streamer, StreamStats
 from .cache import CacheStats, ExpertCache
-from .dense import DENSE_FFN, DenseStreamer
+from .dense import DenseStreamer
 from .directio import DirectReader, StreamError
-from .experts import EXPS, ExpertStreamer
+from .experts import ExpertStreamer
 from .loader import GGUFIndex, OwnedLoad
 from .pool import HostSlotPool, LayerLayout
+from .spec import DENSE_FFN, EXPS, HOST_SLOT_PAD, StreamSpec
 
-__all__ = ["CacheStats", "DENSE_FFN", "DenseStreamer", "EXPS", "ExpertCache", "ExpertStreamer", "DirectReader", "GGUFIndex", "HostSlotPool", "LayerLayout",
-           "OwnedLoad", "StreamError"]
+__all__ = ["CacheStats", "DENSE_FFN", "DenseStreamer", "EXPS", "ExpertCache", "ExpertStreamer", "DirectReader", "GGUFIndex",
+           "HOST_SLOT_PAD", "HostSlotPool", "LayerLayout", "OwnedLoad", "StreamError", "StreamSpec", "StreamStats",
+           "Streamer"]

@@ -13,87 +13,54 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import re
 import time
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
-from typing import Iterable
 
-from hypura_llama import SPLIT, BufferType, EvalFilter, LlamaModel, ModelParams, ffi, lib
+from hypura_llama import SPLIT, LlamaModel, ModelParams, ffi, lib
 
-from .directio import DirectReader, StreamError
-from .loader import OwnedLoad
-from .pool import DeviceSlotPool, HostSlotPool, LayerLayout
+from .base import Streamer
+from .directio import StreamError
+from .loader import AlignedBuffer, OwnedLoad
+from .pool import DeviceSlotPool, HostSlotPool, LayerLayout, PinnedWindow
+from .spec import DENSE_FFN, StreamSpec
 
 log = logging.getLogger(__name__)
-# Streamed: the FFN weight matrices. Their small biases/scales stay resident with the layer (on a
-# GPU a bias left in host memory would pull its matmul onto the CPU).
-DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
 
 
-class DenseStreamer:
-    """Streams the dense FFN tensors of `layers` through `n_slots` slots."""
+class DenseStreamer(Streamer):
+    """Streams the dense FFN tensors of `spec.layers` through `spec.n_slots` slots."""
 
-    def __init__(self, path, layers: Iterable[int], n_slots: int = 2, io_threads: int = 16,
-                 direct_io: bool = True, trigger: str = "ffn_norm-", device=None,
-                 ram_layers: Iterable[int] = ()) -> None:
+    def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True,
+                 trigger: str = "ffn_norm-") -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
         the CPU backend). `trigger` is the node before which a layer's weights must be resident;
-        only negative controls in the tests change it. `ram_layers` (a subset of `layers`) are read
-        from disk once into a RAM copy (pinned with a GPU) and filled from there, never re-read."""
-        self.device = device
-        self.ram_layers = set(int(x) for x in ram_layers)
-        self._ram_copy = None
+        only negative controls in the tests change it. `spec.ram_layers` are read from disk once into
+        a RAM copy (pinned with a GPU) and filled from there, never re-read."""
+        super().__init__(spec, device, io_threads, direct_io)
+        self.ram_layers = set(spec.ram_layers)
+        self._ram_copy: AlignedBuffer | PinnedWindow | None = None
         self._ram_off: dict[int, int] = {}
-        self.path = str(path)
-        self.layers = sorted(set(int(x) for x in layers))
-        if not self.layers:
-            raise ValueError("dense streaming needs at least one streamed layer")
-        self.n_slots = max(1, min(int(n_slots), len(self.layers)))
-        self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
-        self._owned: OwnedLoad | None = None
+        self.n_slots = spec.n_slots
         self.pool: HostSlotPool | DeviceSlotPool | None = None
         self._layer_tensors: list[list[tuple[object, int]]] = []
         self.layouts: list[LayerLayout] = []
-        self.eval_filter = EvalFilter(self._on_node)
         rule = self.eval_filter.add_rule(trigger, "", SPLIT)
         for layer in self.layers:
             self.eval_filter.set_layer(rule, layer)
-        self._pos = {layer: k for k, layer in enumerate(self.layers)}
         # slot state
         self._owner = [-1] * self.n_slots             # streamed index loaded / loading in each slot
         self._futures: list[list[Future]] = [[] for _ in range(self.n_slots)]
         self._uploaded = [True] * self.n_slots
         self._pending: set[int] = set()               # prefetched, not yet used in this pass
         self._busy = -1                               # slot of the layer computing now
-        self._last_k = 1 << 30
-        # statistics
-        self.passes = 0
         self.fills = 0
         self.prefetch_hits = 0
-        self.stall_s = 0.0
-        self._load_bytes = 0
-
-    def _is_streamed(self, name: str) -> bool:
-        m = DENSE_FFN.match(name)
-        return bool(m) and int(m.group(1)) in self._pos
 
     # -- loading --------------------------------------------------------------------------
-    def model_params(self) -> ModelParams:
-        """All layers on the compute device; on a GPU the streamed tensors are allocated in host
-        memory that is never touched (no VRAM), then re-pointed into the VRAM slots."""
-        overrides = ()
-        if self.device is not None:
-            layers = "|".join(str(x) for x in self.layers)
-            overrides = ((rf"^blk\.({layers})\.ffn_(gate|up|down|gate_up)\.weight$", BufferType.cpu()),)
-        # no_host: the CPU override must be plain (never touched) host memory, not llama.cpp's pinned
-        # host buffer type, which would pin and fill the whole streamed part in RAM.
-        return ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False, overrides=overrides,
-                           no_host=self.device is not None)
-
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
-        owned = self._owned = OwnedLoad(self.path, self.reader, self._is_streamed)
+        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
         try:
             model = owned.load(params)
         finally:
@@ -117,8 +84,7 @@ class DenseStreamer:
                 tensors.append((owned.streamed[name], off))
             self._layer_tensors.append(tensors)
         self._load_ram_tier()
-        self._load_bytes = self.reader.bytes_read
-        self.reader.clock.busy_s = 0.0
+        self._loaded()
         log.info("dense streaming: %d layers through %d slots of %.1f MiB", len(self.layers), self.n_slots,
                  self.pool.slot_size / 2**20)
         return model
@@ -129,14 +95,9 @@ class DenseStreamer:
             return
         total = sum(self.layouts[k].size for k in ram)
         if self.device is not None:
-            self._ram_copy = self.device.host_buffer_type.allocate(total + 4096)
-            base = self._ram_copy.base
-            start = -base % 4096
-            view = self._ram_copy.host_view(start, total)
-            addr = base + start
+            self._ram_copy = PinnedWindow(self.device.host_buffer_type, total)
+            view, addr = self._ram_copy.view, self._ram_copy.addr
         else:
-            from .loader import AlignedBuffer
-
             self._ram_copy = AlignedBuffer(total)
             view, addr = self._ram_copy.view, int(ffi.cast("uintptr_t", self._ram_copy.ptr))
         pos = 0
@@ -187,11 +148,8 @@ class DenseStreamer:
                 self._uploaded[s] = True
 
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
+        self._start_layer(layer)
         k = self._pos[layer]
-        if k <= self._last_k:           # a new forward pass (token or ubatch)
-            self.passes += 1
-            self.reader.check_unchanged()
-        self._last_k = k
         s = k % self.n_slots
         self._busy = -1
         if self._owner[s] != k:
@@ -229,26 +187,17 @@ class DenseStreamer:
             self._pending.add(kk)
 
     # -- reporting ------------------------------------------------------------------------
-    @property
-    def bytes_from_disk(self) -> int:
-        return self.reader.bytes_read - self._load_bytes
-
     def stats(self) -> dict:
         # Reads already issued (the next pass's prefetch) are counted when they complete: let them,
         # so that bytes_from_disk and fills describe the same reads (at most a few slots' worth).
         futures_wait([f for futs in self._futures for f in futs])
         per_pass = sum(lay.size for lay in self.layouts if lay.key not in self.ram_layers)
+        common = self._stream_stats(self.pool.nbytes if self.pool else 0, per_pass,
+                                    self.bytes_from_disk / self.passes if self.passes else per_pass,
+                                    self.streamed_on_device())
         return {
-            "streamed_layers": len(self.layers), "slots": self.n_slots,
-            "pool_bytes": self.pool.nbytes if self.pool else 0,
-            "bytes_from_disk": self.bytes_from_disk, "disk_bytes_per_pass": per_pass,
-            "disk_bytes_per_token": self.bytes_from_disk / self.passes if self.passes else per_pass,
-            "disk_gbps": round(self.reader.gbps, 3), "passes": self.passes, "fills": self.fills,
-            "prefetch_hits": self.prefetch_hits, "stall_s": round(self.stall_s, 3),
-            "direct_io": self.reader.direct, "eval_callbacks": self.eval_filter.n_calls,
-            "device": self.device.name if self.device is not None else "CPU",
-            "streamed_ops_on_gpu": self.streamed_on_device(),
-            "bytes_uploaded": getattr(self.pool, "uploaded_bytes", 0),
+            **common.as_dict(), "slots": self.n_slots, "fills": self.fills, "prefetch_hits": self.prefetch_hits,
+            "eval_callbacks": self.eval_filter.n_calls, "bytes_uploaded": getattr(self.pool, "uploaded_bytes", 0),
             "python_callbacks": self.eval_filter.n_python,
         }
 

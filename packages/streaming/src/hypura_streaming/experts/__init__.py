@@ -1,0 +1,18 @@
+"""Expert streaming for MoE models: only the experts the router picks are read from NVMe.
+
+Each streamed layer's fused `ffn_{gate,up,down,gate_up}_exps` tensors are re-pointed (before the first
+graph is built) into one shared cache region per kind with `ne[2] = n_slots`, so llama.cpp's MUL_MAT_ID
+indexes cache slots instead of experts; at each layer the router's choice is read, those experts made
+resident, and the ids rewritten to slots.
+
+- `layout`: where each expert's bytes are (file, cache slot, RAM-cache slot), in-place flags; pure.
+- `memory`: the cache region, the RAM tier, staging, the resized side tensors.
+- `reads`: reading one expert in place or staged; waiting, uploading, giving staging back once.
+- `router`: reading the top-k ids and rewriting them to slots.
+- `prefetch`: guessing the next layer's experts and reading them early (opt-in).
+- `streamer`: `ExpertStreamer`, the eval-callback state machine; `report`: its statistics.
+"""
+from ..spec import EXPS
+from .streamer import ExpertStreamer
+
+__all__ = ["EXPS", "ExpertStreamer"]

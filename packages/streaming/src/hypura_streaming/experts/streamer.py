@@ -1,0 +1,337 @@
+"""The expert streamer: the eval callback that makes each layer's chosen experts resident.
+
+The eval filter notes the router's top-k tensor at `ffn_moe_topk-N` (no split: fused top-k kernels stay
+intact) and splits at `ffn_norm-N (reshaped)`, the last node before the first expert matmul. There the
+streamer reads the chosen ids (router.py), makes exactly those experts resident (a cache over (layer,
+expert), cache.py: a layer's slots are never evicted while it runs), and rewrites the ids in place to
+slot numbers.
+
+Two cache tiers when the cache is on a GPU: the device cache (`n_slots` experts in VRAM) and behind it a
+RAM cache (`ram_slots` experts in pinned host memory, its own ExpertCache). A device miss that hits in
+RAM is one upload; a miss in both is read from NVMe into pinned staging, uploaded, and kept in RAM. (The
+RAM tier also works with a host cache, for tests: then it is a second copy in RAM.)
+
+Deferred down reads (CPU). Only the gate/up experts are waited for at that split; the down experts are
+read while the gate/up matmuls compute and waited for at the split right after them
+(`ffn_moe_gate_up-N` / `ffn_moe_gate-N`). This starts only once a layer's graph has shown both that
+split and the one after its down matmul (`ffn_moe_out-N`), which fails the pass if the down reads were
+not waited for: never a token computed from half-read experts.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from hypura_llama import NOTE, SPLIT, LlamaModel, ModelParams
+
+from ..base import Streamer
+from ..cache import ExpertCache
+from ..directio import StreamError
+from ..loader import OwnedLoad
+from ..spec import EXPS, StreamSpec
+from .layout import ExpertLayout, ExpertTensor
+from .memory import ExpertMemory
+from .prefetch import Prefetcher
+from .reads import ExpertReads
+from .report import expert_stats
+from .router import TopK
+
+log = logging.getLogger(__name__)
+UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
+# the node after a layer's gate/up matmuls: fused or separate gate (after up), "_scaled" with per-expert scales
+AFTER_GATE_UP = ("gate_up", "gate_up_scaled", "gate", "gate_scaled")
+
+
+@dataclass
+class DeferredDown:
+    """A layer's down-expert reads, in flight while its gate/up matmuls compute."""
+    layer: int
+    futures: list
+    slots: list[int]
+    ram_slots: list
+
+
+class ExpertStreamer(Streamer):
+    """Streams the routed experts of `spec.layers` through a cache of `spec.n_slots` experts."""
+
+    def __init__(self, spec: StreamSpec, device=None, io_threads: int = 8, direct_io: bool = True,
+                 policy: str = "lfu", prefetch: bool = False) -> None:
+        """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
+        `spec.ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" |
+        "lru". `prefetch`: guess and read the next layer's experts while a layer computes (off by
+        default: it did not pay where measured, docs/BENCHMARKS.md)."""
+        super().__init__(spec, device, io_threads, direct_io)
+        self.policy = policy
+        self.n_slots = spec.n_slots
+        self.ram_slots = spec.ram_slots
+        self.cache = ExpertCache(self.n_slots, policy)
+        self.ram_cache: ExpertCache | None = None
+        self.prefetch = prefetch
+        self.n_expert = 0
+        self.n_used = 0
+        self.layout: ExpertLayout | None = None
+        self.memory: ExpertMemory | None = None
+        self.reads: ExpertReads | None = None
+        self.guesses = Prefetcher(self.layers, 0, 0)
+        f = self.eval_filter
+        self._rule_topk = f.add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
+        self._rule_experts = f.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
+        on_cpu = device is None
+        self._rules_after_gate_up = tuple(f.add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers)
+                                          for n in AFTER_GATE_UP) if on_cpu else ()
+        self._rule_moe_out = f.add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if on_cpu else -1
+        self._seen_after_gate_up: set[int] = set()   # layers whose graph showed the split after gate/up
+        self._seen_moe_out: set[int] = set()         # ... and the one after the down matmul
+        self._deferred: DeferredDown | None = None
+        self._topk: dict[int, object] = {}
+        self.routing: dict[int, Counter] = defaultdict(Counter)
+        self.warm: dict = {}
+        # accounting (report.py)
+        self.deferred_down_reads = 0
+        self.expert_bytes_read = 0
+        self.ram_bytes_uploaded = 0
+        self.decode_bytes = 0        # bytes read during single-token passes (speculative reads included)
+        self.needed_bytes = 0        # ... of experts a decode pass needed and did not hold (misses + prefetched)
+        self.decode_passes = 0
+        self._decode_pass = -1
+        self._pass_is_decode = False
+        self._mark = 0               # reader.bytes_read at the end of the last split
+
+    # -- loading --------------------------------------------------------------------------
+    def load_model(self, params: ModelParams | None = None) -> LlamaModel:
+        params = params or self.model_params()
+        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
+        try:
+            model = owned.load(params)
+            self._place(owned)
+            meta = model.metadata()
+            self.guesses = Prefetcher(self.layers, self.n_expert, int(
+                meta.get(f"{meta.get('general.architecture')}.expert_used_count", 0)))
+            if self.prefetch:
+                self.guesses.setup(owned, meta)
+        except BaseException:
+            owned.close()
+            if "model" in locals():
+                model.close()
+            raise
+        owned.close()
+        self.n_used = self.guesses.n_used
+        if not 0 < self.n_used <= self.n_slots:
+            model.close()
+            raise ValueError(f"{self.path}: the expert cache ({self.n_slots} slots) must hold at least the "
+                             f"{self.n_used} experts one token uses")
+        self._loaded()
+        self._mark = self.reader.bytes_read
+        log.info("expert streaming: %d layers, %d experts each, cache of %d slots (%.1f MiB), prefetch %s",
+                 len(self.layers), self.n_expert, self.n_slots, self.cache_bytes / 2**20, self.guesses.enabled)
+        return model
+
+    def _place(self, owned: OwnedLoad) -> None:
+        """Lay the streamed tensors out, allocate the memory, and re-point the tensors into the cache."""
+        tensors = []
+        for name, t in owned.streamed.items():
+            layer, kind, _ = EXPS.match(name).groups()
+            info = owned.index.tensors[name]
+            tensors.append(ExpertTensor(name, int(layer), kind, tuple(int(x) for x in t.ne),
+                                        tuple(int(x) for x in t.nb), info.size,
+                                        info.parts or ((info.offset, int(t.nb[2])),)))
+        lay = self.layout = ExpertLayout.build(self.path, self.layers, tensors, self.n_slots, self.ram_slots,
+                                               host=self.device is None)
+        self.n_expert = lay.n_expert
+        if lay.n_slots != self.n_slots:
+            self.n_slots = lay.n_slots
+            self.cache = ExpertCache(self.n_slots, self.policy)
+        self.ram_slots = lay.ram_slots
+        if self.ram_slots:
+            self.ram_cache = ExpertCache(self.ram_slots, self.policy)
+        self.memory = ExpertMemory(lay, self.device, n_staging=self.reader.threads)
+        for name, t in owned.streamed.items():
+            layer, kind, _ = EXPS.match(name).groups()
+            self.memory.repoint(int(layer), kind, t)
+        self.memory.resize_side_tensors(owned, self._pos)
+        self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.memory.cache_bytes if self.memory is not None else 0
+
+    @property
+    def in_place_fraction(self) -> float:
+        """Share of the streamed expert bytes read straight into their host slots (0 on a GPU)."""
+        return self.layout.in_place_fraction if self.layout is not None else 0.0
+
+    @property
+    def max_ubatch(self) -> int:
+        """Largest ubatch whose union of experts always fits the cache: any (llama.cpp's default 512) when the
+        cache holds a whole layer's experts, else as many tokens as the cache holds selections of."""
+        if 0 < self.n_expert <= self.n_slots:
+            return UBATCH_ANY
+        return max(1, self.n_slots // max(1, self.n_used))
+
+    # -- warm start -----------------------------------------------------------------------
+    def routing_counts(self) -> dict[int, dict[int, int]]:
+        """How often each (layer, expert) was chosen in this run (prompt and decode)."""
+        return {layer: dict(c) for layer, c in self.routing.items()}
+
+    def warm_start(self, counts: dict[int, dict[int, int]]) -> dict:
+        """Seed the caches from earlier runs' routing counts: frequencies for eviction, and the most
+        chosen experts read into the device cache (then the RAM cache) now, at load time."""
+        t0 = time.perf_counter()
+        flat = {(int(layer), int(e)): int(n) for layer, row in counts.items() for e, n in row.items()
+                if int(layer) in self._pos and 0 <= int(e) < self.n_expert and int(n) > 0}
+        self.cache.seed(flat)
+        ranked = sorted(flat, key=lambda k: (-flat[k], k))
+        # leave one token's working set free so the first layers do not evict what was just read
+        room = max(0, self.n_slots - self.n_used)
+        in_cache = self.cache.preload(ranked[:room])
+        in_ram = []
+        if self.ram_cache is not None:
+            self.ram_cache.seed(flat)
+            in_ram = self.ram_cache.preload(ranked[room:room + self.ram_slots])
+        kinds = self.layout.kinds
+        futs = [self.reads.submit(layer, kind, e, s, None) for (layer, e), s in in_cache for kind in kinds]
+        futs += [self.reads.submit(layer, kind, e, None, s) for (layer, e), s in in_ram for kind in kinds]
+        self.reads.await_fill(futs, [s for _, s in in_cache], [s for _, s in in_ram])
+        self._loaded()
+        self._mark = self.reader.bytes_read
+        self.warm = {"warm_start_experts": len(in_cache), "warm_start_ram_experts": len(in_ram),
+                     "warm_start_s": round(time.perf_counter() - t0, 3)}
+        return self.warm
+
+    # -- deferred down reads ----------------------------------------------------------------
+    @property
+    def down_reads_pending(self) -> bool:
+        """A layer's down-expert reads are in flight (waited for at its next split)."""
+        return self._deferred is not None
+
+    def stop_switching_on_gate_up_splits(self) -> None:
+        """Negative control only: from now on the splits after the gate/up matmuls are never switched on
+        again, so deferred down reads are not waited for there (the check after the down matmul must
+        then fail the pass)."""
+        self._rules_after_gate_up = ()
+
+    def _finish_deferred_down(self, layer: int) -> None:
+        """Wait for the down experts read while the gate/up matmuls of `layer` computed (the split after
+        them, before anything reads the down experts)."""
+        d, self._deferred = self._deferred, None
+        if d is None:
+            return
+        t0 = time.perf_counter()
+        self.reads.await_fill(d.futures, d.slots, d.ram_slots)
+        self.stall_s += time.perf_counter() - t0
+        self._count_bytes()
+        if d.layer != layer:
+            raise StreamError(f"layer {d.layer}: its down experts were still being read at layer {layer}'s gate "
+                              "matmul (unexpected graph order)")
+
+    def _arm(self, layer: int, on: bool) -> None:
+        """Switch the splits after `layer`'s gate/up and down matmuls on or off. On for every layer until its
+        graph has been seen once; from then on only in a pass whose down reads of that layer are deferred,
+        so layers that read nothing pay no extra splits."""
+        for r in (*self._rules_after_gate_up, self._rule_moe_out):
+            self.eval_filter.set_layer(r, layer, on)
+
+    def _count_bytes(self) -> None:
+        """Bytes read since the last split, counted for the current pass."""
+        now = self.reader.bytes_read
+        if self._pass_is_decode:
+            self.decode_bytes += now - self._mark
+        self._mark = now
+
+    # -- the eval callback ----------------------------------------------------------------
+    def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
+        if rule == self._rule_topk:
+            self._topk[layer] = tensor
+        elif rule in self._rules_after_gate_up:
+            self._seen_after_gate_up.add(layer)
+            self._finish_deferred_down(layer)
+        elif rule == self._rule_moe_out:
+            self._seen_moe_out.add(layer)
+            if self._deferred is not None and self._deferred.layer == layer:
+                self._finish_deferred_down(layer)   # whole, or their slots forgotten; the pass fails either way
+                raise StreamError(f"layer {layer}: its down experts were not waited for before its down matmul")
+            self._arm(layer, False)
+        else:
+            self._fill(tensor, layer)
+
+    def _fill(self, ffn_input, layer: int) -> None:
+        """At the split before `layer`'s expert matmuls: make its chosen experts resident, rewrite the ids."""
+        first_of_pass = self._start_layer(layer)
+        if self._deferred is not None:
+            held = self._deferred.layer
+            self._finish_deferred_down(held)   # from an aborted pass: its reads are whole once finished
+            if not first_of_pass:
+                raise StreamError(f"layer {held}: its down experts were not waited for before its down matmul")
+        node = self._topk.get(layer)
+        if node is None:
+            raise StreamError(f"layer {layer}: the router's top-k node was not seen before the expert matmuls")
+        n_tok = int(node.ne[1])
+        if first_of_pass:   # a prompt chunk narrows to its output rows at the last layer: decide here
+            self._pass_is_decode = n_tok == 1
+        if n_tok == 0:  # e.g. the last layer of a prompt chunk whose outputs are not needed
+            return
+        topk = TopK(node)
+        chosen = topk.chosen(layer, self.n_expert)
+        self.routing[layer].update(topk.ids.ravel().tolist())
+        reads, kinds = self.reads, self.layout.kinds
+        guessed_futs, guessed_slots = self.guesses.settle(layer, set(chosen), self._pass_is_decode, reads, self.cache)
+        used_before = self.cache.stats.prefetched
+        slot_of, to_read = self.cache.lookup(layer, chosen)
+        n_prefetched = self.cache.stats.prefetched - used_before
+        from_ram: list[tuple[int, int, int]] = []
+        from_disk: list[tuple[int, int, int | None]] = [(e, s, None) for e, s in to_read]
+        if self.ram_cache is not None and to_read:
+            ram_of, ram_read = self.ram_cache.lookup(layer, [e for e, _ in to_read])
+            missing = {e for e, _ in ram_read}
+            from_ram = [(e, s, ram_of[e]) for e, s in to_read if e not in missing]
+            from_disk = [(e, s, ram_of[e]) for e, s in to_read if e in missing]
+        # down experts later once this layer's graph has shown the splits after its gate/up matmuls and
+        # after its down matmul (which fails the pass if they were not waited for: never a wrong token)
+        late = ("down",) if layer in self._seen_after_gate_up and layer in self._seen_moe_out \
+            and "down" in kinds else ()
+        futs = [reads.submit(layer, kind, e, s, rs) for e, s, rs in from_disk for kind in kinds if kind not in late]
+        futs += guessed_futs              # this layer's right guesses, still reading
+        t0 = time.perf_counter()
+        filling, ram_filling = [s for _, s in to_read] + guessed_slots, [rs for _, _, rs in from_disk]
+        try:
+            for e, s, rs in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
+                for kind in kinds:
+                    self.memory.deliver(layer, kind, self.memory.ram_ptr(rs, kind), s)
+        except BaseException:
+            reads.drain(futs)
+            reads.forget(filling, ram_filling)
+            raise
+        reads.await_fill(futs, filling, ram_filling)
+        self.stall_s += time.perf_counter() - t0
+        if late and from_disk:   # the disk reads them while gate/up compute; waited for at the split after
+            self._deferred = DeferredDown(layer, [reads.submit(layer, kind, e, s, rs) for e, s, rs in from_disk
+                                                  for kind in late], [s for _, s, _ in from_disk], ram_filling)
+            self.deferred_down_reads += len(from_disk)
+            self._arm(layer, True)
+        expert = self.layout.ram_stride   # bytes of one expert, every kind
+        self.expert_bytes_read += (len(from_disk) + len(guessed_slots)) * expert
+        if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
+            self.needed_bytes += (len(from_disk) + n_prefetched) * expert
+            if self._decode_pass != self.passes:
+                self._decode_pass = self.passes
+                self.decode_passes += 1
+        self.ram_bytes_uploaded += len(from_ram) * expert
+        topk.rewrite(slot_of, self.n_expert)
+        if self.guesses.enabled and self._pass_is_decode:
+            self.guesses.speculate(layer, ffn_input, set(slot_of.values()), reads, self.cache, self.ram_cache)
+        self._count_bytes()   # since the last split: this layer's reads and the guesses settled here
+
+    # -- reporting ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return expert_stats(self)
+
+    def close(self) -> None:
+        if self._deferred is not None:
+            self.reads.drain(self._deferred.futures)
+            self._deferred = None
+        self.guesses.close(self.reads)
+        self.reader.close()
+        if self.memory is not None:
+            self.memory.close()
