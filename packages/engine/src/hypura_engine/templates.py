@@ -144,6 +144,7 @@ def _env() -> ImmutableSandboxedEnvironment:
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     env.globals["namespace"] = _BoundedNamespace
+    env.globals.pop("lipsum", None)       # lipsum(n=10**6): megabytes from one call
     env.filters["tojson"] = _tojson
     env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}  # type: ignore[assignment]
     return env
