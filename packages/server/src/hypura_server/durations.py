@@ -1,6 +1,7 @@
 """Ollama's duration vocabulary: ``keep_alive`` values and RFC 3339 timestamps."""
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -10,18 +11,22 @@ from .errors import bad_request
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 FOREVER = float("inf")
+MAX_KEEP_ALIVE_S = 9_223_372_036.0   # Go's largest time.Duration (~292 years), as Ollama's parser
 
 
 def parse_keep_alive(value: Any, default: float) -> float:
     """Seconds to keep a model loaded after a request: a number of seconds or a Go duration string
-    (``"5m"``, ``"1h30m"``, ``"-1"``); negative means forever, 0 unloads at once. None → `default`."""
+    (``"5m"``, ``"1h30m"``, ``"-1"``); negative means forever, 0 unloads at once. None → `default`.
+    NaN, infinities and more than Go's largest duration (``1e308``) → 400."""
     if value is None or value == "":
         return default
     if isinstance(value, bool):
         raise bad_request("keep_alive must be a number or a duration string")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = float(value) if isinstance(value, float) or abs(value) < 1 << 64 else math.inf
     elif isinstance(value, str):
+        if len(value) > 64:   # no duration is longer; also keeps the scan below linear
+            raise bad_request("invalid keep_alive duration: too long")
         text = value.strip()
         sign = -1.0 if text.startswith("-") else 1.0
         text = text.lstrip("+-")
@@ -39,6 +44,9 @@ def parse_keep_alive(value: Any, default: float) -> float:
             seconds *= sign
     else:
         raise bad_request("keep_alive must be a number or a duration string")
+    if not math.isfinite(seconds) or abs(seconds) > MAX_KEEP_ALIVE_S:
+        raise bad_request(f"keep_alive {value!r} is out of range (a finite duration of at most "
+                          f"{MAX_KEEP_ALIVE_S:.0f} s; negative keeps the model loaded)")
     return FOREVER if seconds < 0 else seconds
 
 

@@ -10,6 +10,9 @@ aborted) is noticed at release or at the next lease, reaped, and replaced by a f
 """
 from __future__ import annotations
 
+import math
+import os
+import stat
 import threading
 import time
 from collections import deque
@@ -36,15 +39,19 @@ class FairLock:
         self._queue: deque[object] = deque()
         self._held = False
 
-    def acquire(self, cancel: threading.Event | None = None) -> bool:
+    def acquire(self, cancel: threading.Event | None = None, timeout: float | None = None) -> bool:
+        """Wait in arrival order; False if `cancel` was set or `timeout` seconds passed first."""
         ticket = object()
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._queue.append(ticket)
             try:
                 while self._held or self._queue[0] is not ticket:
                     if cancel is not None and cancel.is_set():
                         return False
-                    self._cond.wait(0.05 if cancel is not None else None)
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return False
+                    self._cond.wait(0.05 if cancel is not None or deadline is not None else None)
                 self._held = True
                 return True
             finally:
@@ -77,22 +84,31 @@ class Slot:
     ctx: int = 0                     # context size asked for at load (before the model's own clamp)
     expires_at: float = FOREVER      # time.time() when it unloads; inf = never
     last_used: float = 0.0
+    unload_pending: bool = False     # unload asked while a request held it: unload at its release
 
 
 class Lease:
-    """A request's exclusive use of a loaded model; `release` exactly once (extra calls are ignored)."""
+    """A request's exclusive use of a loaded model; `release` exactly once (extra calls are ignored).
+    A context manager: ``with manager.lease(...) as lease:`` gives the model back however the block ends."""
 
     def __init__(self, manager: ModelManager, slot: Slot, load_ns: int) -> None:
         self.manager = manager
         self.slot = slot
         self.runner: Runner = slot.runner  # type: ignore[assignment]
         self.load_ns = load_ns
+        self.keep_alive: float | None = None   # what leaving a ``with`` block releases with
         self._released = False
 
     def release(self, keep_alive: float | None = None) -> None:
         if not self._released:
             self._released = True
             self.manager._release(self.slot, keep_alive)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release(self.keep_alive)
 
 
 class ModelManager:
@@ -126,6 +142,8 @@ class ModelManager:
               cancel: threading.Event | None = None) -> Lease:
         """Wait (FIFO) for `entry`'s model, loading it if needed. Raises Cancelled, or the load's error."""
         ctx = self.context_size(entry, num_ctx)
+        if not stat.S_ISREG(os.stat(entry.path).st_mode):   # a FIFO would block the worker's reader forever
+            raise ValueError(f"model '{entry.name}' is not a regular file")
         with self._lock:
             slot = self._slots.get(entry.name)
             if slot is None or slot.entry.path != entry.path:
@@ -153,13 +171,19 @@ class ModelManager:
 
     def _release(self, slot: Slot, keep_alive: float | None) -> None:
         keep = self.keep_alive if keep_alive is None else keep_alive
-        if slot.runner is not None:
-            slot.runner.lock.release()
-        slot.last_used = time.time()
-        slot.expires_at = slot.last_used + keep if keep != FOREVER else FOREVER
-        if keep <= 0 and slot.lock.waiting == 0 or slot.runner is not None and not slot.runner.alive:
-            self._close(slot)
-        slot.lock.release()
+        if math.isnan(keep):
+            keep = self.keep_alive   # never reaches here from a request (parse_keep_alive refuses it)
+        try:
+            if slot.runner is not None:
+                slot.runner.lock.release()
+            slot.last_used = time.time()
+            slot.expires_at = slot.last_used + keep if keep != FOREVER else FOREVER
+            if (keep <= 0 and slot.lock.waiting == 0 or slot.unload_pending
+                    or slot.runner is not None and not slot.runner.alive):
+                slot.unload_pending = False
+                self._close(slot)
+        finally:
+            slot.lock.release()
         with self._wake:
             self._wake.notify_all()
 
@@ -189,15 +213,18 @@ class ModelManager:
         if runner is not None:
             runner.close()
 
-    def unload(self, name: str, wait: bool = True) -> bool:
-        """Unload model `name` (after the requests queued for it). True if it was loaded."""
+    def unload(self, name: str, wait: float | bool = 30.0) -> bool:
+        """Unload model `name` after the requests queued for it, waiting at most `wait` seconds (True:
+        forever, False: not at all). If they are not done by then the model unloads when the running one
+        gives it back, and this returns at once (never blocks forever). True if it was unloaded now."""
         with self._lock:
             slot = self._slots.get(name)
         if slot is None or slot.runner is None:
             return False
-        if wait:
-            slot.lock.acquire()
-        elif not slot.lock.try_acquire():
+        timeout = None if wait is True else 0.0 if wait is False else float(wait)
+        if timeout == 0.0 and not slot.lock.try_acquire() or timeout != 0.0 and not slot.lock.acquire(
+                None, timeout):
+            slot.unload_pending = True
             return False
         try:
             was = slot.runner is not None
@@ -230,15 +257,19 @@ class ModelManager:
                                 slot.lock.release()
                 finally:
                     self._wake.acquire()
-                if not due:
-                    self._wake.wait(min(max(nxt - time.time(), 0.01), 60.0))
-                else:
-                    self._wake.wait(0.1)
+                wait = nxt - time.time()
+                if due or not math.isfinite(wait):   # inf: nothing expires; NaN never gets here
+                    wait = 0.1 if due else 60.0
+                self._wake.wait(min(max(wait, 0.01), 60.0))
 
-    def close(self) -> None:
-        """Unload everything (waits for running requests)."""
+    def close(self, wait_s: float = 10.0) -> None:
+        """Unload everything: waits up to `wait_s` for running requests, then stops their workers anyway."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
+        deadline = time.monotonic() + wait_s
         for slot in list(self._slots.values()):
-            self.unload(slot.entry.name)
+            if not self.unload(slot.entry.name, max(deadline - time.monotonic(), 0.0)):
+                runner = slot.runner
+                if runner is not None:
+                    runner.kill()

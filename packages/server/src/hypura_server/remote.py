@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -27,6 +28,20 @@ log = logging.getLogger("hypura.worker")
 POLL_S = 0.05
 CLOSE_WAIT_S = 5.0
 DRAIN_WAIT_S = 30.0
+
+
+def _seconds(env: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(env, default))
+    except ValueError:
+        return default
+    return value if value > 0 and value == value else default
+
+
+# every wait on a worker ends: a worker silent for this long (stopped, deadlocked, swapping) is killed and
+# the request gets a 500; the next request starts a fresh worker. Loading a large model may take minutes.
+REPLY_TIMEOUT_S = _seconds("HYPURA_WORKER_TIMEOUT_S", 600.0)
+LOAD_TIMEOUT_S = _seconds("HYPURA_WORKER_LOAD_TIMEOUT_S", 1800.0)
 
 
 class WorkerCrashed(RuntimeError):
@@ -65,7 +80,7 @@ class WorkerRunner:
         self._drain.start()
         try:
             self.conn.send(("load", str(self.path), self.opts, self.name))
-            reply = self._recv("loading")
+            reply = self._recv("loading", LOAD_TIMEOUT_S)
             if reply[0] == "error":
                 _raise(*reply[1:])
         except BaseException:
@@ -112,8 +127,10 @@ class WorkerRunner:
         log.error("%s (pid %d)", self._dead, self.proc.pid)
         return WorkerCrashed(self._dead)
 
-    def _recv(self, doing: str) -> tuple:
-        """The worker's next message; WorkerCrashed if it died."""
+    def _recv(self, doing: str, timeout: float | None = None) -> tuple:
+        """The worker's next message; WorkerCrashed if it died or sent nothing for `timeout` seconds
+        (default `REPLY_TIMEOUT_S`; then it is killed, and the model manager replaces it)."""
+        deadline = time.monotonic() + (REPLY_TIMEOUT_S if timeout is None else timeout)
         while True:
             try:
                 if self.conn.poll(POLL_S):
@@ -122,6 +139,12 @@ class WorkerRunner:
                 raise self._crash(doing) from None
             if self.proc.poll() is not None:
                 raise self._crash(doing)
+            if time.monotonic() > deadline:
+                self.kill()
+                self._dead = (f"model runner for '{self.name}' did not answer within "
+                              f"{REPLY_TIMEOUT_S if timeout is None else timeout:g} s while {doing}: stopped it")
+                log.error("%s (pid %d)", self._dead, self.proc.pid)
+                raise WorkerCrashed(self._dead)
 
     def _call(self, doing: str, *msg: Any) -> Any:
         if self._dead:
@@ -198,6 +221,16 @@ class WorkerRunner:
             pass
         self._dead = f"model runner for '{self.name}' did not stop after a cancelled request"
         self.proc.kill()
+
+    def kill(self) -> None:
+        """Stop the worker at once (SIGKILL works on a stopped process too) and reap it."""
+        self._dead = self._dead or f"model runner for '{self.name}' was stopped"
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                pass
 
     def close(self) -> None:
         """Stop the worker (politely, then by force) and reap it; safe to call more than once."""
