@@ -1,18 +1,21 @@
-"""The Flask app factory: blueprints per API family, Ollama-style errors and CORS."""
+"""The Flask app factory: blueprints per API family, Ollama-style errors, CORS and Host checks."""
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import logging
-from typing import Any
+import socket
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from hypura_engine import LoadOptions, Registry
 
-from .errors import APIError
+from . import models_api, ollama_api, openai_api
+from .errors import APIError, error_body
 from .manager import ModelManager
 from .modelinfo import context_limit
+from .openapi import SPEC
 from .state import Settings, State
 
 log = logging.getLogger("hypura.server")
@@ -35,21 +38,63 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Flask
         manager = ModelManager(load, settings.keep_alive, settings.max_loaded, context_limit)
     app.extensions["hypura"] = State(settings, Registry(settings.models_dir, settings.ollama_dir), manager)
 
-    from . import models_api, ollama_api, openai_api
-
     app.register_blueprint(models_api.bp)
     app.register_blueprint(ollama_api.bp)
     app.register_blueprint(openai_api.bp)
     app.add_url_rule("/openapi.json", "openapi", _openapi)
+    _install_hosts(app, settings)
     _install_cors(app, DEFAULT_ORIGINS + list(settings.origins))
     _install_errors(app)
     return app
 
 
 def _openapi() -> Response:
-    from .openapi import SPEC
-
     return jsonify(SPEC)
+
+
+def _bound_to_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def host_allowed(host_header: str, extra: list[str]) -> bool:
+    """Ollama's rule for a loopback-bound server: the Host is an IP literal that is loopback, private or
+    unspecified, ``localhost`` (or ``*.localhost``/``*.local``/``*.internal``), this machine's name, or
+    matches one of `extra` (fnmatch patterns; ``*`` allows any). A DNS-rebinding page has its own name."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if any(fnmatch.fnmatchcase(host, p.lower()) for p in extra if p):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+        return ip.is_loopback or ip.is_private or ip.is_unspecified
+    except ValueError:
+        pass
+    if host in ("", "localhost") or host == socket.gethostname().lower():
+        return True
+    return host.endswith((".localhost", ".local", ".internal"))
+
+
+def _install_hosts(app: Flask, settings: Settings) -> None:
+    """DNS-rebinding defence (as Ollama): a server bound to loopback answers 403 to other Host names."""
+    if not _bound_to_loopback(settings.host):
+        return
+    extra = list(settings.allowed_hosts)
+
+    @app.before_request
+    def _host() -> Response | None:
+        if not host_allowed(request.headers.get("Host", ""), extra):
+            body, status = error_body(403, "forbidden: this server answers only to local Host names "
+                                           "(allow others with HYPURA_ALLOWED_HOSTS)")
+            return jsonify(body), status   # type: ignore[return-value]
+        return None
 
 
 def _origin_allowed(origin: str, patterns: list[str]) -> bool:
@@ -80,16 +125,6 @@ def _install_cors(app: Flask, patterns: list[str]) -> None:
                 "Access-Control-Request-Headers", "Authorization, Content-Type, User-Agent, Accept, X-Requested-With")
             resp.headers["Access-Control-Max-Age"] = "43200"
         return resp
-
-
-def error_body(status: int, message: str) -> tuple[dict[str, Any], int]:
-    """Ollama's ``{"error": ...}``, or OpenAI's ``{"error": {message, type, param, code}}`` under /v1."""
-    if request.path.startswith("/v1/"):
-        kind = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-                413: "invalid_request_error"}.get(status, "api_error")
-        code = "model_not_found" if status == 404 and "model" in message else None
-        return {"error": {"message": message, "type": kind, "param": None, "code": code}}, status
-    return {"error": message}, status
 
 
 def _install_errors(app: Flask) -> None:

@@ -5,6 +5,7 @@ into OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import request
@@ -23,15 +24,27 @@ def bad_request(message: str) -> APIError:
     return APIError(400, message)
 
 
+def error_body(status: int, message: str) -> tuple[dict[str, Any], int]:
+    """Ollama's ``{"error": ...}``, or OpenAI's ``{"error": {message, type, param, code}}`` under /v1."""
+    if request.path.startswith("/v1/"):
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "invalid_request_error"}.get(status, "api_error")
+        code = "model_not_found" if status == 404 and "model" in message else None
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}, status
+    return {"error": message}, status
+
+
 def json_body() -> dict[str, Any]:
-    """The request's JSON object. Malformed JSON or a non-object body → 400; too large → 413 (Flask)."""
+    """The request's JSON object. Malformed JSON, a non-object body or a string with a lone surrogate
+    (``"\\ud800"``: no UTF-8 form, so no tokenizer can take it) → 400; too large → 413 (while reading)."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
     try:
-        import json
-
         data = json.loads(raw)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")   # linear; fails on lone surrogates only
+    except UnicodeEncodeError:
+        raise bad_request("invalid JSON body: a string holds a lone UTF-16 surrogate") from None
     except ValueError as exc:
         raise bad_request(f"invalid JSON body: {exc}") from None
     except RecursionError:

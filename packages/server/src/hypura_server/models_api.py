@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,12 +12,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from hypura_engine import ModelNotFound
+from hypura_hardware.files import atomic_write
 
 from . import __version__
 from .durations import FOREVER, from_timestamp
 from .errors import APIError, bad_request, checked_name, field, json_body, model_name
+from .jobs import check_template
 from .modelinfo import capabilities, details, digest, model_info, read_info, tag_entry
-from .state import resolve, state
+from .state import options, resolve, state
 
 bp = Blueprint("models", __name__)
 OLLAMA_COMPAT_VERSION = "0.11.4"   # the Ollama API level served; clients gate features on it
@@ -110,29 +111,44 @@ def blob_exists(dig: str) -> Response:
 @bp.post("/api/blobs/<dig>")
 def blob_upload(dig: str) -> Response:
     target = _blob_path(dig)
-    request.max_content_length = None  # a model file: no body limit here
-    target.parent.mkdir(parents=True, exist_ok=True)
+    request.max_content_length = state().settings.max_blob  # a model file (None would mean the JSON limit)
     h = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            while chunk := request.stream.read(1 << 20):
-                h.update(chunk)
-                f.write(chunk)
+    with atomic_write(target, "wb") as f:       # a digest mismatch leaves no file behind
+        while chunk := request.stream.read(1 << 20):
+            h.update(chunk)
+            f.write(chunk)
         if h.hexdigest() != target.name.removeprefix("sha256-"):
             raise bad_request("digest mismatch")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return Response(status=201)
 
 
+_COMMAND = re.compile(r"(\w+)[ \t]+")   # linear: \w and [ \t] are disjoint
+
+
 def _parse_modelfile(text: str) -> dict[str, Any]:
-    """The legacy ``modelfile`` field: FROM, TEMPLATE, SYSTEM, PARAMETER (triple quotes allowed)."""
+    """The legacy ``modelfile`` field: FROM, TEMPLATE, SYSTEM, PARAMETER (triple quotes allowed).
+    One pass over the lines (no regular expression over the whole body: linear in its size)."""
     out: dict[str, Any] = {"parameters": {}}
-    for m in re.finditer(r'^\s*(\w+)[ \t]+("""(.*?)"""|[^\n]*)$', text, re.M | re.S):
-        cmd, value = m.group(1).upper(), m.group(3) if m.group(3) is not None else m.group(2).strip()
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i].lstrip()
+        i += 1
+        m = _COMMAND.match(line)
+        if not m:
+            continue
+        cmd, rest = m.group(1).upper(), line[m.end():]
+        if rest.startswith('"""'):
+            parts, rest = [], rest[3:]
+            while (end := rest.find('"""')) < 0 and i < len(lines):
+                parts.append(rest)
+                rest = lines[i]
+                i += 1
+            if end < 0:
+                raise bad_request(f"modelfile: unterminated triple-quoted {cmd}")
+            value = "\n".join(parts + [rest[:end]])
+        else:
+            value = rest.strip()
         if cmd == "FROM":
             out["from"] = value
         elif cmd in ("TEMPLATE", "SYSTEM", "LICENSE"):
@@ -146,6 +162,42 @@ def _parse_modelfile(text: str) -> dict[str, Any]:
             out["parameters"].setdefault(key, []).append(val)
     out["parameters"] = {k: v[0] if len(v) == 1 and k != "stop" else v for k, v in out["parameters"].items()}
     return out
+
+
+def _allowed_roots() -> list[str]:
+    st = state()
+    return [os.path.realpath(p) for p in [st.registry.models_dir, *st.settings.create_roots]]
+
+
+def _from_path(src: str) -> Path:
+    """A FROM path the server may read: a regular file inside the models directory (relative paths are
+    taken from there) or a configured root (HYPURA_CREATE_PATHS). Anything else — outside, missing, a
+    directory, a FIFO — is one message that says nothing about what is on the disk."""
+    try:
+        p = Path(src).expanduser()
+        real = os.path.realpath(p if p.is_absolute() else state().registry.models_dir / p)
+        inside = any(os.path.commonpath([real, root]) == root for root in _allowed_roots())
+        regular = inside and stat.S_ISREG(os.stat(real).st_mode)
+    except (OSError, ValueError, RuntimeError):   # a NUL byte, a loop of links, an unknown ~user
+        regular = False
+    if not regular:
+        raise bad_request(f"FROM {src!r}: not a model file this server may read (a .gguf file inside the models "
+                          "directory, or a directory listed in HYPURA_CREATE_PATHS)")
+    return Path(real)
+
+
+def _check_spec(spec: dict[str, Any]) -> None:
+    """What /api/create stores is checked now, not at every later use: template, system, parameters."""
+    if spec.get("template") is not None:
+        check_template(spec["template"])
+    for key in ("system", "license"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise bad_request(f"{key} must be a string")
+    params = spec.get("parameters")
+    if params is not None:
+        if not isinstance(params, dict):
+            raise bad_request("parameters must be an object")
+        options({"options": params})
 
 
 @bp.post("/api/create")
@@ -169,24 +221,20 @@ def create() -> Response:
             raise bad_request(f"blob {ggufs[0]} not found: upload it with POST /api/blobs/{ggufs[0]}")
     elif isinstance(spec.get("from"), str) and spec["from"]:
         src = spec["from"]
-        p = Path(src).expanduser()
-        if src.endswith(".gguf") or p.is_absolute():
-            if not p.is_file():
-                raise bad_request(f"{src}: no such GGUF file on the server")
-            path = p
+        if src.endswith(".gguf") or os.path.isabs(os.path.expanduser(src)) or src.startswith("."):
+            path = _from_path(src)
         else:
             path = resolve(src).path
     else:
         raise bad_request("create needs 'from' (a model name or a .gguf path on the server) or 'files'")
-    if not isinstance(spec.get("parameters", {}), dict):
-        raise bad_request("parameters must be an object")
+    _check_spec(spec)
     _info_or_400(path)
     try:
         entry = st.registry.register(name, path)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     st.set_overrides(entry.name, {k: spec[k] for k in ("template", "system", "parameters") if spec.get(k)})
-    st.manager.unload(entry.name)
+    st.manager.unload(entry.name, wait=5.0)
     lines = [{"status": "parsing GGUF"}, {"status": "writing manifest"}, {"status": "success"}]
     if field(body, "stream", bool, True):
         return Response("".join(json.dumps(x) + "\n" for x in lines), mimetype="application/x-ndjson")
@@ -225,7 +273,7 @@ def delete() -> Response:
     if entry.source in ("ollama", "default"):
         raise bad_request(f"'{entry.name}' is {'in Ollama' if entry.source == 'ollama' else 'built in'}: "
                           "Hypura does not delete it")
-    st.manager.unload(entry.name)
+    st.manager.unload(entry.name, wait=5.0)   # a running request keeps it until it ends, then it unloads
     try:
         st.registry.delete(entry.name)
     except ModelNotFound as exc:

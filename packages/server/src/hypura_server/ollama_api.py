@@ -1,42 +1,27 @@
 """Ollama's generation endpoints: /api/generate, /api/chat, /api/embed, /api/embeddings."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, request
 
 from hypura_engine import ModelEntry
 
 from .durations import now_rfc3339, parse_keep_alive
-from .errors import APIError, bad_request, field, json_body, model_name
+from .embeddings import check_inputs, embed_texts, normalise
+from .errors import bad_request, field, json_body, model_name
 from .grammar import format_grammar
-from .jobs import Delta, Done, Job, Prompt, Started, acquire, check_features, render, template_for
+from .jobs import (Delta, Done, Job, Prompt, Started, check_features, check_messages, check_template, check_tools,
+                   collect, leased, render, template_for, tokenize)
 from .state import options, resolve, state
+from .streams import ndjson
 
 if TYPE_CHECKING:   # the engine's Runner interface; models run in worker processes (no native code here)
     from hypura_engine import Runner
 
 bp = Blueprint("ollama", __name__)
-
-
-def ndjson(chunks: Iterator[dict[str, Any]], close: Callable[[], None]) -> Response:
-    """Stream `chunks` as NDJSON; an error after the first byte becomes an ``{"error"}`` line."""
-    def body() -> Iterator[str]:
-        try:
-            for chunk in chunks:
-                yield json.dumps(chunk, ensure_ascii=False) + "\n"
-        except APIError as exc:
-            yield json.dumps({"error": exc.message}) + "\n"
-        except Exception as exc:  # the status line is sent: report in-band, as Ollama does
-            yield json.dumps({"error": str(exc) or type(exc).__name__}) + "\n"
-        finally:
-            close()
-    resp = Response(stream_with_context(body()), mimetype="application/x-ndjson")
-    resp.call_on_close(close)
-    return resp
 
 
 def stats(done: Done) -> dict[str, Any]:
@@ -59,6 +44,7 @@ def _common(body: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:
     think = body.get("think")
     if think is not None and not isinstance(think, (bool, str)):
         raise bad_request("think must be a boolean or one of high, medium, low")
+    check_template(over.get("template"))
     return {"keep_alive": parse_keep_alive(body.get("keep_alive"), st.settings.keep_alive), "opts": opts,
             "num_ctx": num_ctx, "think": None if think is None else bool(think), "over": over}
 
@@ -70,10 +56,8 @@ def _load_only(entry: ModelEntry, c: dict[str, Any], chat: bool) -> Response:
         st.manager.unload(entry.name)
         reason = "unload"
     else:
-        lease, unwatch = acquire(st.manager, entry, c["num_ctx"], threading.Event(), request.environ)
-        lease.release(c["keep_alive"])
-        unwatch()
-        reason = "load"
+        with leased(st.manager, entry, c["num_ctx"], c["keep_alive"], request.environ):
+            reason = "load"
     out: dict[str, Any] = {"model": entry.name, "created_at": now_rfc3339()}
     out.update({"message": {"role": "assistant", "content": ""}} if chat else {"response": ""})
     out.update({"done": True, "done_reason": reason})
@@ -96,6 +80,7 @@ def generate() -> Response:
     context = field(body, "context", list, [])
     raw = field(body, "raw", bool, False)
     template_override = field(body, "template", str, c["over"].get("template"))
+    check_template(template_override)
     if not all(isinstance(t, int) and not isinstance(t, bool) for t in context):
         raise bad_request("context must be a list of token ids")
     _no_images(body.get("images"))
@@ -108,7 +93,7 @@ def generate() -> Response:
         if suffix:
             return _fim(runner, prompt, suffix)
         if raw:
-            return Prompt(list(context) + runner.tokenize(prompt, add_special=not context))
+            return Prompt(list(context) + tokenize(runner, prompt, add_special=not context))
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         return render(runner, template, messages, think=c["think"], context=context)
 
@@ -138,17 +123,8 @@ def generate() -> Response:
 
 
 def _collect(started: Started, final: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    text, thinking = [], []
-    try:
-        for ev in started.events():
-            if isinstance(ev, Delta):
-                text.append(ev.content)
-                thinking.append(ev.thinking)
-            else:
-                return final(ev, "".join(text), "".join(thinking))
-    finally:
-        started.close()
-    raise APIError(500, "generation ended without a result")
+    text, thinking, done = collect(started)
+    return final(done, text, thinking)
 
 
 def _fim(runner: Runner, prompt: str, suffix: str) -> Prompt:
@@ -157,12 +133,13 @@ def _fim(runner: Runner, prompt: str, suffix: str) -> Prompt:
         pre, suf, mid = (int(meta[f"tokenizer.ggml.fim_{k}_token_id"]) for k in ("pre", "suf", "mid"))
     except (KeyError, ValueError):
         raise bad_request(f"{runner.name} does not support insert") from None
-    return Prompt([pre] + runner.tokenize(prompt, add_special=False) + [suf]
-                  + runner.tokenize(suffix, add_special=False) + [mid])
+    return Prompt([pre] + tokenize(runner, prompt, add_special=False) + [suf]
+                  + tokenize(runner, suffix, add_special=False) + [mid])
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = field(body, "messages", list, [])
+    check_messages(messages)
     out = []
     for m in messages:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
@@ -183,7 +160,7 @@ def chat() -> Response:
     entry = resolve(model_name(body))
     c = _common(body, entry)
     messages = _messages(body)
-    tools = field(body, "tools", list, []) or None
+    tools = check_tools(field(body, "tools", list, []))
     if not messages:
         return _load_only(entry, c, chat=True)
     system = c["over"].get("system")
@@ -223,56 +200,29 @@ def chat() -> Response:
     return jsonify(_collect(started, final))
 
 
-def embed_texts(entry: ModelEntry, texts: list[str], truncate: bool, num_ctx: int | None,
-                keep_alive: float | None) -> tuple[list[list[float]], int, int]:
-    """Embeddings of `texts` → (vectors, prompt tokens, load_ns). Too long with truncate off → 400."""
-    st = state()
-    lease, unwatch = acquire(st.manager, entry, num_ctx, threading.Event(), request.environ)
-    try:
-        runner = lease.runner
-        limit = min(runner.n_ctx, runner.n_batch) - 1
-        vectors, count = [], 0
-        for text in texts:
-            n = len(runner.tokenize(text))
-            if n > limit and not truncate:
-                raise bad_request(f"input of {n} tokens exceeds the context length of {limit} tokens")
-            count += min(n, limit)
-            vectors.append(runner.embed(text))
-        return vectors, count, lease.load_ns
-    finally:
-        lease.release(keep_alive)
-        unwatch()
-
-
 @bp.post("/api/embed")
 def embed() -> Response:
     t0 = time.perf_counter_ns()
     body = json_body()
     entry = resolve(model_name(body))
     inputs = body.get("input", [])
-    texts = [inputs] if isinstance(inputs, str) else inputs
-    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        raise bad_request("input must be a string or a list of strings")
+    texts = check_inputs([inputs] if isinstance(inputs, str) else inputs)
     dims = field(body, "dimensions", int)
+    if dims is not None and dims < 0:
+        raise bad_request("dimensions must be positive")
     _, num_ctx = options(body)
     keep = parse_keep_alive(body.get("keep_alive"), state().settings.keep_alive)
+    truncate = field(body, "truncate", bool, True)
     if not texts:
-        lease, unwatch = acquire(state().manager, entry, num_ctx, threading.Event(), request.environ)
-        lease.release(keep)
-        unwatch()
-        return jsonify({"model": entry.name, "embeddings": []})
-    vectors, count, load_ns = embed_texts(entry, texts, field(body, "truncate", bool, True), num_ctx, keep)
+        with leased(state().manager, entry, num_ctx, keep, request.environ):
+            return jsonify({"model": entry.name, "embeddings": []})
+    vectors, count, load_ns = embed_texts(entry, texts, truncate, num_ctx, keep)
     if dims:
         if dims < 1 or dims > len(vectors[0]):
             raise bad_request(f"dimensions must be between 1 and {len(vectors[0])}")
-        vectors = [_normalise(v[:dims]) for v in vectors]
+        vectors = [normalise(v[:dims]) for v in vectors]
     return jsonify({"model": entry.name, "embeddings": vectors, "total_duration": time.perf_counter_ns() - t0,
                     "load_duration": load_ns, "prompt_eval_count": count})
-
-
-def _normalise(v: list[float]) -> list[float]:
-    norm = sum(x * x for x in v) ** 0.5 or 1.0
-    return [x / norm for x in v]
 
 
 @bp.post("/api/embeddings")

@@ -11,18 +11,19 @@ import secrets
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, request
 
-from .app import error_body
 from .durations import parse_keep_alive
-from .errors import APIError, bad_request, field, json_body, model_name
+from .embeddings import check_inputs, embed_texts, normalise
+from .errors import bad_request, field, json_body, model_name
 from .grammar import format_grammar
-from .jobs import Delta, Done, Job, Prompt, Started, check_features, render, template_for
+from .jobs import (Delta, Done, Job, Prompt, Started, check_features, check_messages, check_template, check_tools,
+                   collect, render, template_for)
 from .modelinfo import read_info
-from .ollama_api import embed_texts
 from .state import options, resolve, state
+from .streams import sse
 
 if TYPE_CHECKING:   # the engine's Runner interface; models run in worker processes (no native code here)
     from hypura_engine import Runner
@@ -31,30 +32,12 @@ bp = Blueprint("openai", __name__, url_prefix="/v1")
 FINGERPRINT = "fp_hypura"
 
 
-def sse(chunks: Iterator[dict[str, Any]], close: Callable[[], None]) -> Response:
-    """Server-sent events, one JSON object per event, then ``data: [DONE]``."""
-    def body() -> Iterator[str]:
-        try:
-            for chunk in chunks:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-        except Exception as exc:
-            status, message = (exc.status, exc.message) if isinstance(exc, APIError) else (500, str(exc))
-            yield f"data: {json.dumps(error_body(status, message)[0])}\n\n"
-        finally:
-            close()
-        yield "data: [DONE]\n\n"
-    resp = Response(stream_with_context(body()), mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-cache"
-    resp.call_on_close(close)
-    return resp
-
-
-def _ollama_options(body: dict[str, Any]) -> dict[str, Any]:
+def _ollama_options(body: dict[str, Any], default_max_tokens: int | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     for key in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty", "stop"):
         if body.get(key) is not None:
             opts[key] = body[key]
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    limit = body.get("max_completion_tokens", body.get("max_tokens", default_max_tokens))
     if limit is not None:
         opts["num_predict"] = limit
     return {"options": opts, "keep_alive": body.get("keep_alive")}
@@ -103,6 +86,7 @@ def _text(content: Any) -> str:
 def _messages(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
         raise bad_request("messages must be a non-empty list")
+    check_messages(raw)
     out = []
     for m in raw:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
@@ -158,7 +142,7 @@ def chat_completions() -> Response:
     body = json_body()
     entry = resolve(model_name(body, "model"))
     messages = _messages(body.get("messages"))
-    tools = field(body, "tools", list, []) or None
+    tools = check_tools(field(body, "tools", list, []))
     if body.get("tool_choice") == "none":
         tools = None
     effort = body.get("reasoning_effort")
@@ -167,6 +151,7 @@ def chat_completions() -> Response:
     opts, num_ctx = options(ob, _grammar(body), state().overrides(entry.name).get("parameters"))
     keep = parse_keep_alive(ob["keep_alive"], state().settings.keep_alive)
     over = state().overrides(entry.name)
+    check_template(over.get("template"))
     if over.get("system") and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": over["system"]}] + messages
 
@@ -198,7 +183,7 @@ def chat_completions() -> Response:
                     if usage:
                         yield {**head, "choices": [], "usage": _usage(ev)}
         return sse(events(), started.close)
-    text, thinking, done = _collect(started)
+    text, thinking, done = collect(started)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if thinking:
         message["reasoning"] = thinking
@@ -207,20 +192,6 @@ def chat_completions() -> Response:
     return jsonify({**head, "object": "chat.completion",
                     "choices": [{"index": 0, "message": message, "finish_reason": _finish(done)}],
                     "usage": _usage(done)})
-
-
-def _collect(started: Started) -> tuple[str, str, Done]:
-    text, thinking = [], []
-    try:
-        for ev in started.events():
-            if isinstance(ev, Delta):
-                text.append(ev.content)
-                thinking.append(ev.thinking)
-            else:
-                return "".join(text), "".join(thinking), ev
-    finally:
-        started.close()
-    raise APIError(500, "generation ended without a result")
 
 
 @bp.post("/completions")
@@ -232,10 +203,11 @@ def completions() -> Response:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise bad_request("prompt must be a string")
-    ob = _ollama_options(body)
+    ob = _ollama_options(body, default_max_tokens=16)   # OpenAI's default for /v1/completions
     opts, num_ctx = options(ob, None, state().overrides(entry.name).get("parameters"))
     keep = parse_keep_alive(ob["keep_alive"], state().settings.keep_alive)
     over = state().overrides(entry.name)
+    check_template(over.get("template"))
 
     def build(runner: Runner) -> Prompt:
         msgs = ([{"role": "system", "content": over["system"]}] if over.get("system") else [])
@@ -258,7 +230,7 @@ def completions() -> Response:
                     if usage:
                         yield {**head, "choices": [], "usage": _usage(ev)}
         return sse(events(), started.close)
-    text, _, done = _collect(started)
+    text, _, done = collect(started)
     return jsonify({**head, "choices": [{"text": text, "index": 0, "logprobs": None,
                                          "finish_reason": _finish(done)}], "usage": _usage(done)})
 
@@ -289,19 +261,19 @@ def embeddings() -> Response:
     body = json_body()
     entry = resolve(model_name(body, "model"))
     inputs = body.get("input")
-    texts = [inputs] if isinstance(inputs, str) else inputs
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+    if not isinstance(inputs, str) and not (isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs)):
         raise bad_request("input must be a string or a non-empty list of strings (token arrays are not supported)")
+    texts = check_inputs([inputs] if isinstance(inputs, str) else inputs)
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise bad_request("encoding_format must be float or base64")
+    dims = field(body, "dimensions", int)
+    if dims is not None and dims < 1:
+        raise bad_request("dimensions must be a positive integer")
     keep = parse_keep_alive(body.get("keep_alive"), state().settings.keep_alive)
     vectors, count, _ = embed_texts(entry, texts, True, None, keep)
-    dims = field(body, "dimensions", int)
     if dims:
-        from .ollama_api import _normalise
-
-        vectors = [_normalise(v[:dims]) for v in vectors]
+        vectors = [normalise(v[:dims]) for v in vectors]
     data = []
     for i, v in enumerate(vectors):
         emb: Any = v if encoding == "float" else base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode()

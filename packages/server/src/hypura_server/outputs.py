@@ -74,7 +74,8 @@ class OutputParser:
     def __init__(self, think: bool, in_think: bool = False, tools: list[dict] | None = None) -> None:
         self.think = think or in_think
         self.in_think = in_think
-        self.tool_names = {t.get("function", {}).get("name") for t in tools or [] if isinstance(t, dict)}
+        fns = [t.get("function") for t in tools or [] if isinstance(t, dict)]
+        self.tool_names = {f["name"] for f in fns if isinstance(f, dict) and isinstance(f.get("name"), str)}
         self.tools = bool(tools)
         self._buf = ""          # text not yet classified
         self.content = ""       # all content (for tool-call parsing at the end)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from flask import current_app
 
 from hypura_engine import GenerateOptions, ModelEntry, ModelNotFound, Registry
+from hypura_hardware.files import write_json_atomic
 
 from .errors import APIError, bad_request
 from .manager import ModelManager
@@ -30,9 +32,14 @@ class Settings:
     n_threads: int = 0
     keep_alive: float = 300.0             # seconds; Ollama's default 5m
     max_loaded: int = 1
-    max_body: int = 64 << 20              # bytes; larger request bodies get 413 (blob uploads excepted)
+    max_body: int = 64 << 20              # bytes; larger request bodies get 413 while they are read
+    max_blob: int = 1 << 40               # bytes; /api/blobs uploads (a model file) up to this size
     origins: list[str] = field(default_factory=list)   # extra CORS origins (OLLAMA_ORIGINS)
     ollama_dir: Path | None = None        # Ollama's store (default ~/.ollama/models, OLLAMA_MODELS)
+    host: str | None = None               # the bound address: loopback → Host-header check (None: no check)
+    allowed_hosts: list[str] = field(default_factory=list)   # extra Host names (HYPURA_ALLOWED_HOSTS)
+    create_roots: list[Path] = field(default_factory=list)   # where /api/create may read a FROM path,
+    #                                       besides the models directory (HYPURA_CREATE_PATHS)
 
 
 @dataclass
@@ -63,10 +70,7 @@ class State:
                 data[name] = value
             else:
                 data.pop(name, None)
-            self.registry.models_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._path().with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            tmp.replace(self._path())
+            write_json_atomic(self._path(), data, indent=1, sort_keys=True)
 
 
 def state() -> State:
@@ -83,13 +87,42 @@ def resolve(name: str) -> ModelEntry:
         raise bad_request(str(exc)) from None
 
 
+INT32 = (-(1 << 31), (1 << 31) - 1)
+# what llama.cpp accepts (its sampler takes int32; repeat_last_n sizes a ring buffer it allocates)
+INT_RANGES = {"top_k": INT32, "num_predict": INT32, "repeat_last_n": (-1, 1 << 20), "seed": (-(1 << 63), (1 << 64) - 1),
+              "num_keep": INT32}
+FLOAT_LIMIT = 1e6
+FLOAT_KEYS = ("temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty")
+
+
+def check_option_ranges(opts: dict[str, Any]) -> None:
+    """400 naming the field for an option llama.cpp cannot take (out of its type's range, NaN, inf)."""
+    for key, (lo, hi) in INT_RANGES.items():
+        v = opts.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (isinstance(v, int) or math.isfinite(v)):
+            raise bad_request(f"option {key!r} must be an integer")
+        if not lo <= v <= hi:
+            raise bad_request(f"option {key!r} must be between {lo} and {hi}")
+    for key in FLOAT_KEYS:
+        v = opts.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise bad_request(f"option {key!r} must be a number")
+        if not -FLOAT_LIMIT <= v <= FLOAT_LIMIT:   # also false for NaN
+            raise bad_request(f"option {key!r} must be a finite number between {-FLOAT_LIMIT:g} and {FLOAT_LIMIT:g}")
+
+
 def options(body: dict[str, Any], grammar: str | None = None,
             defaults: dict[str, Any] | None = None) -> tuple[GenerateOptions, int | None]:
     """Ollama's ``options`` (over the model's stored parameters) → (GenerateOptions, num_ctx)."""
     opts = body.get("options")
     if opts is not None and not isinstance(opts, dict):
         raise bad_request("options must be an object")
-    merged = {**(defaults or {}), **(opts or {})}
+    merged = {**(defaults if isinstance(defaults, dict) else {}), **(opts or {})}
+    check_option_ranges(merged)
     num_ctx = merged.get("num_ctx")
     if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, (int, float))
                                 or not num_ctx >= 1):
