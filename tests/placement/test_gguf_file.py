@@ -126,3 +126,68 @@ def test_the_one_reader_gives_what_the_server_and_the_loader_need(default_model)
     assert 260e6 < h.n_elements < 280e6                                                   # gemma3:270m
     spans = sorted((t.offset, t.nbytes) for t in h.tensors)
     assert spans[0][0] == h.data_offset and all(a + n <= b for (a, n), (b, _) in zip(spans, spans[1:]))
+
+
+def _split_set(d, n_tensors=5, per_shard=2):
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(d / "m.gguf", "llama", split_max_tensors=per_shard)   # llama.cpp's gguf-py, as gguf-split
+    w.add_block_count(1)
+    for i in range(n_tensors):
+        w.add_tensor(f"t{i}", np.full(64, i, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return sorted(d.glob("m-*-of-*.gguf"))
+
+
+def test_a_split_set_is_one_model(tmp_path):
+    import numpy as np
+
+    shards = _split_set(tmp_path)
+    assert [p.name for p in shards] == [f"m-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    h = validate_gguf(shards[0])
+    assert [t.name for t in h.tensors] == [f"t{i}" for i in range(5)] and len(h.files) == 3 and h.complete
+    assert [t.path.name for t in h.tensors] == [shards[i].name for i in (0, 0, 1, 1, 2)]
+    assert h.total_size == sum(p.stat().st_size for p in shards)
+    for i, t in enumerate(h.tensors):       # each tensor's bytes are at its offset in its own shard
+        with open(t.path, "rb") as f:
+            f.seek(t.offset)
+            assert (np.frombuffer(f.read(t.nbytes), np.float32) == i).all()
+    with pytest.raises(GGUFError, match=r"m-00002-of-00003\.gguf: not the first shard"):
+        read_header(shards[1])
+
+
+def test_split_set_missing_extra_or_mismatched_shard(tmp_path):
+    shards = _split_set(tmp_path)
+    (tmp_path / "m-00004-of-00004.gguf").write_bytes(shards[2].read_bytes())
+    with pytest.raises(GGUFError, match=r"m-00004-of-00004\.gguf: a shard that is not one of the 3"):
+        read_header(shards[0])
+    (tmp_path / "m-00004-of-00004.gguf").unlink()
+    saved = shards[1].read_bytes()
+    shards[1].write_bytes(shards[2].read_bytes())
+    with pytest.raises(GGUFError, match=r"m-00002-of-00003\.gguf: mismatched shard"):
+        read_header(shards[0])
+    shards[1].write_bytes(saved)
+    shards[2].unlink()
+    with pytest.raises(GGUFError, match=r"m-00003-of-00003\.gguf: missing shard 3 of 3"):
+        validate_gguf(shards[0])
+
+
+def test_a_header_cut_after_its_tensor_table_can_be_planned_not_run(tmp_path, synthetic):
+    from hypura_placement import inspect_model, load_hardware, plan_placement
+
+    good = synthetic("llama3-70b")
+    h = validate_gguf(good)
+    for keep in (h.data_offset - 1, h.data_offset, h.data_offset + 4096, h.file_size - 1):
+        cut = tmp_path / f"cut{keep}.gguf"
+        with open(good, "rb") as src, open(cut, "wb") as dst:
+            dst.write(src.read(keep))
+        with pytest.raises(GGUFError, match="truncated: tensor"):
+            validate_gguf(cut)                                    # run refuses it
+        assert not validate_gguf(cut, allow_header_only=True).complete
+        info = inspect_model(cut)
+        assert info.header_only and len(info.tensors) == len(h.tensors)
+        plan_placement(info, load_hardware("cpu-2c-24g"), ctx=256)

@@ -10,11 +10,17 @@ a numpy view per array element (seconds for a 262k-token vocabulary) and trusts 
 Layout (GGUF v2/v3, little endian): magic ``GGUF``, u32 version, u64 n_tensors, u64 n_kv, the key/values,
 the tensor infos (name, u32 n_dims, u64 ne[n_dims], u32 ggml type, u64 offset relative to the data
 section), padding to ``general.alignment`` (default 32), the data section.
+
+A split set (``name-00001-of-0000N.gguf``, as ``llama-gguf-split`` writes it: every shard a GGUF with
+``split.no``, ``split.count``, ``split.tensors.count``; the key/values in the first) is read as one model
+from its first shard: every tensor in exactly one shard, each ``RawTensor`` naming its shard's file.
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +38,8 @@ MAX_ARRAY = 1 << 26             # elements of one array (a vocabulary is ~10^5-1
 KEEP_ARRAY = 4096               # arrays up to this length keep their values (per-layer hparams)
 MAX_DIMS = 4                    # GGML_MAX_DIMS
 MAX_ELEMENTS = 1 << 50
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS = "split.no", "split.count", "split.tensors.count"
+SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 LLAMA_MAX_LAYERS = 512          # llama.cpp's limits (src/llama-hparams.h), asserted (= abort) at load
 LLAMA_MAX_EXPERTS = 1024
 
@@ -49,8 +57,9 @@ class RawTensor:
     name: str
     ggml_type: int
     shape: tuple[int, ...]
-    offset: int                 # absolute file offset of the data
+    offset: int                 # absolute file offset of the data (in ``path``)
     nbytes: int
+    path: Path | None = None    # the file holding the data: the model file, or its shard of a split set
 
 
 @dataclass
@@ -63,7 +72,8 @@ class GGUFHeader:
     data_offset: int
     kv: dict[str, Any] = field(default_factory=dict)          # long arrays are omitted ...
     array_lengths: dict[str, int] = field(default_factory=dict)  # ... but their length is here
-    tensors: list[RawTensor] = field(default_factory=list)
+    tensors: list[RawTensor] = field(default_factory=list)   # of every shard of a split set
+    shards: list[GGUFHeader] = field(default_factory=list)    # a split set's shards in order (empty: one file)
 
     @property
     def header_only(self) -> bool:
@@ -71,9 +81,26 @@ class GGUFHeader:
         return bool(self.kv.get(HEADER_ONLY_KEY, False))
 
     @property
+    def files(self) -> list[GGUFHeader]:
+        """The headers of the model's files: its shards, or itself."""
+        return self.shards or [self]
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of all the model's files."""
+        return sum(f.file_size for f in self.files)
+
+    @property
+    def complete(self) -> bool:
+        """Every tensor's data is there: not marked header-only, and no file ends before its last tensor
+        (a header cut anywhere after its tensor table can be planned, not run)."""
+        return not self.header_only and all(f.data_end <= f.file_size for f in self.files)
+
+    @property
     def data_end(self) -> int:
-        """The end of the last tensor's data (= data_offset when there are no tensors)."""
-        return max((t.offset + t.nbytes for t in self.tensors), default=self.data_offset)
+        """The end of this file's last tensor data (= data_offset when there are no tensors)."""
+        return max((t.offset + t.nbytes for t in self.tensors if t.path in (None, self.path)),
+                   default=self.data_offset)
 
     def kv_summary(self, max_array: int = 64) -> dict[str, Any]:
         """The key/values with every array longer than ``max_array`` (token lists, merges, scores) as None."""
@@ -82,13 +109,7 @@ class GGUFHeader:
     @property
     def n_elements(self) -> int:
         """The weights' element count (the parameter count)."""
-        total = 0
-        for t in self.tensors:
-            n = 1
-            for d in t.shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(t.shape) for t in self.tensors)
 
 
 def tensor_nbytes(ggml_type: int, shape: tuple[int, ...]) -> int:
@@ -184,8 +205,16 @@ class _Cursor:
 
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
-    """Parse the header of ``path`` (read-only, bounded). Raises :class:`GGUFError`."""
-    p = Path(path)
+    """Parse the header of ``path`` (read-only, bounded), and of every other shard when it is the first of a
+    split set. Raises :class:`GGUFError`, naming the file (a missing, extra or mismatched shard too)."""
+    first = _read_file(Path(path))
+    count = first.kv.get(SPLIT_COUNT)
+    if isinstance(count, int) and not isinstance(count, bool) and count > 1:
+        return _read_split(first, count)
+    return first
+
+
+def _read_file(p: Path) -> GGUFHeader:
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -267,8 +296,44 @@ def _parse(p: Path, mm: Any, size: int) -> GGUFHeader:
             raise GGUFError(f"{p}: bad header: tensor {name!r} offset {offset} is not aligned to {alignment}")
         if offset > 1 << 62:
             raise GGUFError(f"{p}: bad header: tensor {name!r} offset {offset} is out of range")
-        header.tensors.append(RawTensor(name, gtype, shape, data_offset + offset, nbytes))
+        header.tensors.append(RawTensor(name, gtype, shape, data_offset + offset, nbytes, p))
     return header
+
+
+def _read_split(first: GGUFHeader, count: int) -> GGUFHeader:
+    """The shards of the split set ``first`` opens, checked against each other, as one header."""
+    m = SPLIT_NAME.match(first.path.name)
+    if first.kv.get(SPLIT_NO) != 0 or not m or int(m["no"]) != 1 or int(m["count"]) != count:
+        raise GGUFError(f"{first.path}: not the first shard of a split set of {count} (split.no "
+                        f"{first.kv.get(SPLIT_NO)!r}): open <name>-00001-of-{count:05d}.gguf")
+    names = [f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf" for i in range(1, count + 1)]
+    pattern = re.compile(re.escape(m["prefix"]) + r"-\d{5}-of-\d{5}\.gguf$")
+    extra = sorted(q.name for q in first.path.parent.iterdir() if pattern.match(q.name) and q.name not in names)
+    if extra:
+        raise GGUFError(f"{first.path.parent / extra[0]}: a shard that is not one of the {count} of {first.path.name}")
+    shards = [first]
+    for i, name in enumerate(names[1:], start=1):
+        q = first.path.with_name(name)
+        if not q.exists():
+            raise GGUFError(f"{q}: missing shard {i + 1} of {count} of {first.path.name}")
+        shard = _read_file(q)
+        if shard.kv.get(SPLIT_NO) != i or shard.kv.get(SPLIT_COUNT) != count:
+            raise GGUFError(f"{q}: mismatched shard: split.no {shard.kv.get(SPLIT_NO)!r} of split.count "
+                            f"{shard.kv.get(SPLIT_COUNT)!r}, expected {i} of {count} (of {first.path.name})")
+        shards.append(shard)
+    seen: set[str] = set()
+    tensors: list[RawTensor] = []
+    for shard in shards:
+        for t in shard.tensors:
+            if t.name in seen:
+                raise GGUFError(f"{shard.path}: bad split set: tensor {t.name!r} is in two shards")
+            seen.add(t.name)
+            tensors.append(t)
+    want = first.kv.get(SPLIT_TENSORS)
+    if isinstance(want, int) and want != len(tensors):
+        raise GGUFError(f"{first.path}: bad split set: {SPLIT_TENSORS} is {want}, the {count} shards hold {len(tensors)}")
+    return GGUFHeader(first.path, first.version, first.file_size, first.alignment, first.data_offset, first.kv,
+                      first.array_lengths, tensors, shards)
 
 
 def _count(kv: dict[str, Any], key: str) -> int | None:
@@ -321,23 +386,26 @@ def validate_gguf(path: str | os.PathLike, allow_header_only: bool = False) -> G
 
     Raises :class:`GGUFError` (a ValueError) naming the file and the problem: missing, not GGUF,
     truncated (header cut, or tensor data past the end of the file), a hostile header (absurd counts
-    or lengths, misaligned or overlapping tensors), or header-only (tensor table without data;
-    accepted when ``allow_header_only``: such files can be inspected and planned, not run).
+    or lengths, misaligned or overlapping tensors), or header-only (tensor table without data, or data
+    cut anywhere after the tensor table; accepted when ``allow_header_only``: then ``complete`` is
+    False, and the file can be inspected and planned, not run). A split set is checked shard by shard.
     Reads only the header: fast and bounded in memory for any file size.
     """
     h = read_header(path)
     check_hparams(h)
-    spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in h.tensors)
-    for (_, end, name), (start, _, nxt) in zip(spans, spans[1:]):
-        if start < end:
-            raise GGUFError(f"{h.path}: bad header: tensors {name!r} and {nxt!r} overlap")
+    for f in h.files:
+        spans = sorted((t.offset, t.offset + t.nbytes, t.name) for t in f.tensors)
+        for (_, end, name), (start, _, nxt) in zip(spans, spans[1:]):
+            if start < end:
+                raise GGUFError(f"{f.path}: bad header: tensors {name!r} and {nxt!r} overlap")
     if h.header_only:
         if not allow_header_only:
             raise GGUFError(f"{h.path}: header-only file (tensor table without data, written with "
                             f"--header-only): it can be inspected and planned, not run")
         return h
-    if h.data_end > h.file_size:
-        last = max(h.tensors, key=lambda t: t.offset + t.nbytes)
-        raise GGUFError(f"{h.path}: truncated: tensor {last.name!r} ends at byte {last.offset + last.nbytes} "
-                        f"but the file has {h.file_size} bytes")
+    for f in h.files:
+        if f.data_end > f.file_size and not allow_header_only:
+            last = max(f.tensors, key=lambda t: t.offset + t.nbytes)
+            raise GGUFError(f"{f.path}: truncated: tensor {last.name!r} ends at byte {last.offset + last.nbytes} "
+                            f"but the file has {f.file_size} bytes")
     return h

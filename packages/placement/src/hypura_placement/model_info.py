@@ -164,8 +164,8 @@ def model_info_from_header(h: GGUFHeader) -> ModelInfo:
     quant = weight_bytes.most_common(1)[0][0] if weight_bytes else "none"
     return ModelInfo(
         path=str(h.path), architecture=arch, name=str(kv.get("general.name", h.path.stem)),
-        file_size=h.file_size, file_type=_file_type_name(kv.get("general.file_type")), quantization=quant,
-        n_params=sum(t.n_elements for t in tensors), header_only=h.header_only, n_layer=n_layer,
+        file_size=h.total_size, file_type=_file_type_name(kv.get("general.file_type")), quantization=quant,
+        n_params=sum(t.n_elements for t in tensors), header_only=not h.complete, n_layer=n_layer,
         n_embd=n_embd, n_head=n_head, n_head_kv=key("attention.head_count_kv", n_head),
         head_dim=key("attention.key_length") or (n_embd // n_head if n_head else 0), n_vocab=n_vocab,
         n_ff=key("feed_forward_length"), context_length=key("context_length"),

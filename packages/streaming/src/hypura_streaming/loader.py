@@ -58,6 +58,9 @@ class GGUFIndex:
             header = read_header(self.path)
         except GGUFError as exc:
             raise StreamError(f"{self.path}: not a readable GGUF file ({exc})") from None
+        if header.shards:
+            raise StreamError(f"{self.path}: a split GGUF set of {len(header.shards)} shards: the streaming modes "
+                              "read one file (use --mode resident)")
         self._raw: dict[str, RawTensor] = {t.name: t for t in header.tensors}
         self.tensors: dict[str, TensorLocation] = {t.name: TensorLocation(t.name, t.offset, t.nbytes)
                                                    for t in header.tensors}
