@@ -2,16 +2,64 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
+
+
+def thread_count(text: str) -> int:
+    """--threads: 0 (all cores) or a positive count, clamped to the cores this process may use."""
+    n = int_in(0, 1 << 20)(text)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(n, cores)
+
+
+def int_in(lo: int, hi: int):
+    """An argparse type: an integer from `lo` to `hi` (a bad value is argparse's one-line error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{n if len(text) < 40 else text[:40] + '...'} is not between {lo} and {hi}")
+        return n
+    return parse
+
+
+def finite_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+    if not math.isfinite(x) or abs(x) > 1e6:
+        raise argparse.ArgumentTypeError(f"{text[:40]} is not a finite number between -1e6 and 1e6")
+    return x
+
+
+def size_arg(text: str) -> str:
+    """--gpu-budget/--ram-budget: ``auto`` or a size below 2⁶⁰ bytes (checked here; config parses it)."""
+    if text.strip().lower() == "auto":
+        return text
+    from hypura_placement import parse_size
+
+    try:
+        n = parse_size(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {text[:40]!r} (examples: 8G, 512M, 16GiB)") from None
+    if n >= 1 << 60:
+        raise argparse.ArgumentTypeError(f"size {text[:40]!r} is too large")
+    return text
 
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="auto", choices=("auto", "resident", "dense-stream", "expert-stream"),
                    help="placement mode (auto: follow the plan)")
-    p.add_argument("--gpu-budget", default=None, help="compute-device memory budget, e.g. 8G (default: measured)")
-    p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 16G (default: measured)")
-    p.add_argument("--ctx", type=int, default=None, help="context size in tokens (default 4096)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: the core count)")
+    p.add_argument("--gpu-budget", default=None, type=size_arg,
+                   help="compute-device memory budget, e.g. 8G (default: measured)")
+    p.add_argument("--ram-budget", default=None, type=size_arg, help="RAM budget, e.g. 16G (default: measured)")
+    p.add_argument("--ctx", type=int_in(1, 1 << 24), default=None, help="context size in tokens (default 4096)")
+    p.add_argument("--threads", type=thread_count, default=0, help="CPU threads (default: the core count)")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="expert streaming: do not seed the expert cache from earlier runs' routing statistics")
     p.add_argument("--prefetch", action="store_true",

@@ -11,6 +11,8 @@ def resolve_path(model: str) -> Path:
     p = Path(model).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"{model}: no such model file")
+    if not p.is_dir() and not p.is_file():   # a FIFO or a device would block the reader forever
+        raise ValueError(f"{model}: not a regular file")
     return p
 
 

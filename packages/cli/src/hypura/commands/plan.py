@@ -7,6 +7,7 @@ import json
 import sys
 from itertools import groupby
 
+from ._common import int_in, size_arg
 from .inspect import resolve_path
 
 FALLBACK_PRESET = "cpu-2c-24g"
@@ -111,12 +112,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("plan", help="place every tensor on GPU / RAM / NVMe and predict the speed",
                               description=__doc__)
     p.add_argument("model", metavar="MODEL", help="a .gguf file (header-only files work)")
-    p.add_argument("--gpu-budget", default=None, metavar="SIZE",
+    p.add_argument("--gpu-budget", default=None, metavar="SIZE", type=size_arg,
                    help=f"compute-device memory budget (default: measured free minus a margin; 0 = CPU only); "
                         "sizes: 512M, 8G, 16GiB, 1.5T (K/M/G/T are binary: G = GiB = 1024^3; KB/MB/GB decimal)")
-    p.add_argument("--ram-budget", default=None, metavar="SIZE", help="RAM budget (default: measured available "
+    p.add_argument("--ram-budget", default=None, metavar="SIZE", type=size_arg, help="RAM budget (default: measured available "
                    "minus a margin)")
-    p.add_argument("--ctx", type=int, default=None, help="context size in tokens (default 4096)")
+    p.add_argument("--ctx", type=int_in(1, 1 << 24), default=None, help="context size in tokens (default 4096)")
     p.add_argument("--hardware", default=None, metavar="NAME|FILE",
                    help="plan for a preset (mac-m1max-32g, mac-m2ultra-192g, rtx4090-64g, h100-80g, cpu-2c-24g) "
                         "or a profile JSON file (default: this machine's measured profile)")

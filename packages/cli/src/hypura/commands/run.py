@@ -8,18 +8,19 @@ from pathlib import Path
 
 from hypura_hardware import peak_rss_bytes
 
-from ._common import add_budget_args, load_options_from_args, resolve_model
+from ._common import add_budget_args, finite_float, int_in, load_options_from_args, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="generate text with a model (default: the embedded gemma3:270m)")
     p.add_argument("model", nargs="?", default=None, help="a .gguf path or a model name (default gemma3:270m)")
     p.add_argument("-p", "--prompt", help="the prompt (default: read standard input)")
-    p.add_argument("-n", "--num-predict", type=int, default=256, help="tokens to generate (-1: until done)")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-n", "--num-predict", type=int_in(-1, (1 << 31) - 1), default=256,
+                   help="tokens to generate (-1: until done)")
+    p.add_argument("--temp", type=finite_float, default=0.8, help="temperature (0: greedy)")
+    p.add_argument("--top-k", type=int_in(0, (1 << 31) - 1), default=40)
+    p.add_argument("--top-p", type=finite_float, default=0.9)
+    p.add_argument("--seed", type=int_in(0, (1 << 32) - 1), default=None)
     p.add_argument("--raw", action="store_true", help="no chat template: the prompt goes to the model as is")
     p.add_argument("--system", default=None, help="system message (chat mode)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result and statistics")

@@ -4,22 +4,24 @@ from __future__ import annotations
 import argparse
 import os
 
+from ._common import int_in, size_arg, thread_count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the Ollama-compatible HTTP API (default 127.0.0.1:11434)")
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; OLLAMA_HOST/HYPURA_HOST)")
-    p.add_argument("--port", type=int, default=None, help="port (default 11434)")
+    p.add_argument("--port", type=int_in(0, 65535), default=None, help="port (default 11434)")
     p.add_argument("--models", "--models-dir", dest="models_dir", default=None,
                    help="models directory (HYPURA_MODELS)")
     p.add_argument("--mode", default="auto", choices=("auto", "resident", "dense-stream", "expert-stream"),
                    help="placement mode for every model (default auto: follow the placement plan)")
-    p.add_argument("--ctx", type=int, default=None, help="default context size (num_ctx) in tokens")
-    p.add_argument("--gpu-budget", default=None, help="compute-device memory budget, e.g. 8G")
-    p.add_argument("--ram-budget", default=None, help="RAM budget, e.g. 16G")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the core count)")
+    p.add_argument("--ctx", type=int_in(1, 1 << 24), default=None, help="default context size (num_ctx) in tokens")
+    p.add_argument("--gpu-budget", default=None, type=size_arg, help="compute-device memory budget, e.g. 8G")
+    p.add_argument("--ram-budget", default=None, type=size_arg, help="RAM budget, e.g. 16G")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads (default: the core count)")
     p.add_argument("--keep-alive", default=None,
                    help="how long a model stays loaded after a request (default 5m; OLLAMA_KEEP_ALIVE)")
-    p.add_argument("--max-loaded", type=int, default=None,
+    p.add_argument("--max-loaded", type=int_in(1, 64), default=None,
                    help="models loaded at once (default 1; OLLAMA_MAX_LOADED_MODELS)")
     p.set_defaults(func=_serve)
 
