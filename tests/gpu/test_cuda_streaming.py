@@ -138,7 +138,8 @@ def test_expert_streaming_of_a_long_prompt_in_one_ubatch_on_the_gpu(tmp_path, gp
     shape = TINY[preset]
     n_exp = 16 if preset == "deepseek-v3" else 8
     prompt = "The quick brown fox jumps over the lazy dog. " * 8
-    st = ExpertStreamer(StreamSpec.experts(path, range(shape.get("dense_lead", 0), shape["layers"]), n_exp + 2), device=gpu)
+    layers = range(shape.get("dense_lead", 0), shape["layers"])
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_exp + 2), device=gpu)
     model = st.load_model()
     try:
         assert st.max_ubatch == 512

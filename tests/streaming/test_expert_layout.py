@@ -45,7 +45,8 @@ def test_device_layout_stages_everything_and_caps_the_slots():
 
 
 @pytest.mark.parametrize("tensors,match", [
-    (TENSORS[:2] + [_t(1, "gate", 0, GATE), _t(1, "down", 0, 2 * DOWN)], r"blk\.1\.ffn_down_exps\.weight: expert size 6000 differs"),
+    (TENSORS[:2] + [_t(1, "gate", 0, GATE), _t(1, "down", 0, 2 * DOWN)],
+     r"blk\.1\.ffn_down_exps\.weight: expert size 6000 differs"),
     (TENSORS + [_t(1, "up", 0, GATE, name="blk.1.ffn_up_exps.bias")], "per-expert side tensors are not supported"),
     (TENSORS[:2], r"layer 1 has no routed expert tensors"),
     (TENSORS[:2] + [_t(1, "gate", 0, GATE, n_exp=8)], "has 8 experts, others 4"),

@@ -135,7 +135,7 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
     path = models[name, "F16"]
     n_exp, n_used, lead = _moe_shape(path)
     layers = list(range(lead, TINY[name]["layers"]))
-    st = ExpertStreamer(StreamSpec.experts(path, layers, n_used))   # one token's experts: nearly every selection is a miss
+    st = ExpertStreamer(StreamSpec.experts(path, layers, n_used))   # one token's experts: nearly all selections miss
     model = st.load_model()
     try:
         with LlamaContext(model, ContextParams(n_ctx=64, n_batch=st.max_ubatch, n_ubatch=st.max_ubatch),

@@ -13,6 +13,6 @@ from .loader import GGUFIndex, OwnedLoad
 from .pool import HostSlotPool, LayerLayout
 from .spec import DENSE_FFN, EXPS, HOST_SLOT_PAD, StreamSpec
 
-__all__ = ["CacheStats", "DENSE_FFN", "DenseStreamer", "EXPS", "ExpertCache", "ExpertStreamer", "DirectReader", "GGUFIndex",
-           "HOST_SLOT_PAD", "HostSlotPool", "LayerLayout", "OwnedLoad", "StreamError", "StreamSpec", "StreamStats",
-           "Streamer"]
+__all__ = ["CacheStats", "DENSE_FFN", "DenseStreamer", "DirectReader", "EXPS", "ExpertCache", "ExpertStreamer",
+           "GGUFIndex", "HOST_SLOT_PAD", "HostSlotPool", "LayerLayout", "OwnedLoad", "StreamError", "StreamSpec",
+           "StreamStats", "Streamer"]

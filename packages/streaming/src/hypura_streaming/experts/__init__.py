@@ -10,6 +10,7 @@ resident, and the ids rewritten to slots.
 - `reads`: reading one expert in place or staged; waiting, uploading, giving staging back once.
 - `router`: reading the top-k ids and rewriting them to slots.
 - `prefetch`: guessing the next layer's experts and reading them early (opt-in).
+- `warm`: seeding the caches from earlier runs' routing counts.
 - `streamer`: `ExpertStreamer`, the eval-callback state machine; `report`: its statistics.
 """
 from ..spec import EXPS

@@ -37,6 +37,7 @@ from .prefetch import Prefetcher
 from .reads import ExpertReads
 from .report import expert_stats
 from .router import TopK
+from .warm import preload
 
 log = logging.getLogger(__name__)
 UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
@@ -176,27 +177,12 @@ class ExpertStreamer(Streamer):
         return {layer: dict(c) for layer, c in self.routing.items()}
 
     def warm_start(self, counts: dict[int, dict[int, int]]) -> dict:
-        """Seed the caches from earlier runs' routing counts: frequencies for eviction, and the most
-        chosen experts read into the device cache (then the RAM cache) now, at load time."""
+        """Seed the caches from earlier runs' routing counts (warm.py); these reads count as loading."""
         t0 = time.perf_counter()
-        flat = {(int(layer), int(e)): int(n) for layer, row in counts.items() for e, n in row.items()
-                if int(layer) in self._pos and 0 <= int(e) < self.n_expert and int(n) > 0}
-        self.cache.seed(flat)
-        ranked = sorted(flat, key=lambda k: (-flat[k], k))
-        # leave one token's working set free so the first layers do not evict what was just read
-        room = max(0, self.n_slots - self.n_used)
-        in_cache = self.cache.preload(ranked[:room])
-        in_ram = []
-        if self.ram_cache is not None:
-            self.ram_cache.seed(flat)
-            in_ram = self.ram_cache.preload(ranked[room:room + self.ram_slots])
-        kinds = self.layout.kinds
-        futs = [self.reads.submit(layer, kind, e, s, None) for (layer, e), s in in_cache for kind in kinds]
-        futs += [self.reads.submit(layer, kind, e, None, s) for (layer, e), s in in_ram for kind in kinds]
-        self.reads.await_fill(futs, [s for _, s in in_cache], [s for _, s in in_ram])
+        in_cache, in_ram = preload(self, counts)
         self._loaded()
         self._mark = self.reader.bytes_read
-        self.warm = {"warm_start_experts": len(in_cache), "warm_start_ram_experts": len(in_ram),
+        self.warm = {"warm_start_experts": in_cache, "warm_start_ram_experts": in_ram,
                      "warm_start_s": round(time.perf_counter() - t0, 3)}
         return self.warm
 
