@@ -3,11 +3,10 @@
 `create_app(settings)` builds the Flask app (one blueprint per API family); `serve(cfg)` runs it
 under waitress for `hypura serve`.
 """
-__version__ = "0.1.0"
-
-from .app import create_app  # noqa: E402
-from .manager import FairLock, ModelManager  # noqa: E402
-from .state import Settings  # noqa: E402
-from .wsgi import make_server, serve  # noqa: E402
+from .app import create_app
+from .manager import FairLock, ModelManager
+from .state import Settings
+from .version import __version__
+from .wsgi import make_server, serve
 
 __all__ = ["FairLock", "ModelManager", "Settings", "create_app", "make_server", "serve"]

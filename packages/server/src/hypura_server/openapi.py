@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from . import __version__
+from .version import __version__
 
 S, I, N, B = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 OBJ: dict[str, Any] = {"type": "object"}
