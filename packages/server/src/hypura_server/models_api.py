@@ -14,12 +14,12 @@ from flask import Blueprint, Response, jsonify, request
 from hypura_engine import ModelNotFound
 from hypura_hardware.files import atomic_write
 
-from . import __version__
 from .durations import FOREVER, from_timestamp
 from .errors import APIError, bad_request, checked_name, field, json_body, model_name
 from .jobs import check_template
 from .modelinfo import capabilities, details, digest, model_info, read_info, tag_entry
 from .state import options, resolve, state
+from .version import __version__
 
 bp = Blueprint("models", __name__)
 OLLAMA_COMPAT_VERSION = "0.11.4"   # the Ollama API level served; clients gate features on it
