@@ -21,7 +21,7 @@ DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
 # Routed experts: the fused [*, *, n_expert] tensors of each kind (side tensors matched to be refused).
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 HOST_SLOT_PAD = ALIGN   # bytes a host expert-cache slot has beyond one expert of one kind (experts/layout.py)
-MODES = ("dense-stream", "expert-stream")
+STREAM_MODES = ("dense-stream", "expert-stream")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class StreamSpec:
     ram_slots: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
+        if self.mode not in STREAM_MODES:
             raise ValueError(f"unknown streaming mode {self.mode!r}")
 
     @classmethod
