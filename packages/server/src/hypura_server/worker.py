@@ -30,6 +30,8 @@ SKIP_VALIDATION_ENV = "HYPURA_TEST_WORKER_SKIP_VALIDATION"
 
 def _error(exc: BaseException) -> tuple[str, str, str]:
     kind = "value" if isinstance(exc, (ValueError, LookupError)) else "os" if isinstance(exc, OSError) else "runtime"
+    if "invalid grammar" in str(exc):   # llama.cpp refused a request's grammar: the caller's fault (400)
+        kind = "value"
     return ("error", kind, str(exc) or type(exc).__name__)
 
 
