@@ -1,7 +1,9 @@
 """Hostile requests against a real `hypura serve`: schemathesis over the published OpenAPI description
 (schema-valid and schema-violating bodies), plus malformed JSON, wrong types, huge numbers, huge bodies,
 path-like model names and slow clients. Bad input is a 4xx with a JSON error — never a 500 — and the
-server stays up and keeps serving."""
+server stays up and keeps serving. Hypothesis fuzzes option ranges, ``format`` schema shapes, templates and
+Modelfiles under the oracle of `hostile_support.hostile`: 400 or served, never a 500, never a hang, the
+model still serves afterwards, and `/api/version` answers quickly during every request."""
 from __future__ import annotations
 
 import json
@@ -13,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
+from hostile_support import hostile
 from soak import ServeProcess, request
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,12 +154,13 @@ def test_slow_and_stalled_clients(srv):
     stalled = []
     for _ in range(20):   # more than waitress' worker threads
         s = socket.create_connection(("127.0.0.1", srv.port))
-        s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{")
         stalled.append(s)
     idle = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(20)]
     trickle = socket.create_connection(("127.0.0.1", srv.port))
     body = json.dumps({"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 2}}).encode()
-    head = (f"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (f"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     t0 = time.perf_counter()
     for i in range(0, len(head + body), 7):
@@ -173,3 +178,108 @@ def test_slow_and_stalled_clients(srv):
     assert srv.alive()
     status, _ = request(srv.url, "GET", "/api/version")
     assert status == 200
+
+
+# -- fuzzing under the oracle: option ranges, schema shapes, templates, Modelfiles (issue 19) ----------------
+FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+LONG_FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+OPTION_KEYS = ["temperature", "top_k", "top_p", "min_p", "seed", "repeat_penalty", "repeat_last_n", "presence_penalty",
+               "frequency_penalty", "num_predict", "num_ctx", "num_keep", "stop", "mirostat", "num_batch"]
+NUMBERS = st.one_of(st.integers(-(2 ** 70), 2 ** 70), st.sampled_from([0, 1, -1, -2, 2 ** 31 - 1, 2 ** 31, 2 ** 32,
+                                                                         2 ** 63, 2 ** 64, -(2 ** 31) - 1]),
+                    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e308, -1e308, 5e-324, 1e39]))
+JUNK = st.one_of(st.none(), st.booleans(), st.text(max_size=8), st.lists(st.integers(), max_size=3), NUMBERS)
+OPTIONS = st.dictionaries(st.sampled_from(OPTION_KEYS), st.one_of(NUMBERS, JUNK), max_size=5)
+SCHEMA_KEYS = ["type", "properties", "items", "enum", "anyOf", "oneOf", "$ref", "const", "minLength", "maxLength",
+               "minItems", "maxItems", "$defs", "required"]
+TYPES = st.sampled_from(["object", "array", "string", "number", "integer", "boolean", "null", "nope"])
+REFS = st.sampled_from(["#", "#/$defs/A", "#/$defs/B", "#/properties/a", "#/nope", "http://x/y", "#/$defs"])
+SCHEMAS = st.recursive(
+    st.one_of(st.just({}), st.builds(lambda t: {"type": t}, TYPES), st.builds(lambda r: {"$ref": r}, REFS), JUNK),
+    lambda kids: st.one_of(
+        st.dictionaries(st.sampled_from(SCHEMA_KEYS), st.one_of(kids, JUNK, TYPES, REFS), max_size=4),
+        st.builds(lambda p: {"type": "object", "properties": p}, st.dictionaries(st.sampled_from("abc"), kids, max_size=3)),
+        st.builds(lambda a: {"anyOf": a}, st.lists(kids, max_size=3)),
+        st.builds(lambda d, r: {"$defs": d, "$ref": r}, st.dictionaries(st.sampled_from("AB"), kids, max_size=2), REFS),
+        st.builds(lambda e: {"enum": e}, st.lists(JUNK, max_size=4))),
+    max_leaves=12)
+SNIPPETS = ["{{ messages[0]['content'] }}", "{% for m in messages %}{{ m.content }}{% endfor %}", "{% if tools %}",
+            "{% endif %}", "{% for %}", "{{ 'a' * 100000000 }}", "{{ raise_exception('x') }}", "{{ x.y.z() }}",
+            "{% set ns = namespace(s='ab') %}{% for i in range(30) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+            "{{ 10 ** 10 ** 10 }}", "{{ ''.__class__ }}", "{{ messages|tojson(indent=9999999) }}", "{{", "}}",
+            "{% macro f(s) %}{{ f(s ~ s) }}{% endmacro %}{{ f('a') }}", "{{ '%99999999d' % 1 }}", "{{ cycler }}",
+            "{{ range(10**9)|list }}", "{{ 'x'|center(99999999) }}", "{{ bos_token }}", "\x00", "{#", "{{ 1/0 }}",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"]
+TEMPLATES = st.lists(st.one_of(st.sampled_from(SNIPPETS), st.text(max_size=10)), min_size=1, max_size=4).map("".join)
+MF_LINES = st.one_of(st.sampled_from(["FROM tiny", "FROM /etc/passwd", "FROM ../x.gguf", 'TEMPLATE """', '"""',
+                                      "PARAMETER top_k 99999999999", "PARAMETER temperature nan", "PARAMETER stop x",
+                                      "SYSTEM hi", 'SYSTEM """a', "PARAMETER", "LICENSE x", "# c", "", "\t", "!",
+                                      "PARAMETER repeat_last_n -5", "PARAMETER num_ctx 1e400"]),
+                     st.text(max_size=12))
+MODELFILES = st.builds(lambda lines, pad: "\n".join(lines) + "\n" * pad,
+                       st.lists(MF_LINES, min_size=1, max_size=8), st.sampled_from([0, 1, 1000, 50000]))
+
+
+def _small(opts: dict) -> dict:
+    n = opts.get("num_predict")
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2 ** 31:
+        return opts
+    return {**opts, "num_predict": min(n, 8)}
+
+
+def _fuzz_options(srv, opts):
+    for path, body in (("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False, "options": _small(opts)}),
+                       ("/api/chat", {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                      "options": _small(opts)})):
+        hostile(srv, "POST", path, body, model=MODEL)
+
+
+def _fuzz_schema(srv, schema):
+    hostile(srv, "POST", "/api/generate", {"model": MODEL, "prompt": "hi", "stream": False, "format": schema,
+                                           "options": {"num_predict": 4}}, model=MODEL)
+
+
+def _fuzz_template(srv, template):
+    hostile(srv, "POST", "/api/generate", {"model": MODEL, "prompt": "hi", "stream": False, "template": template,
+                                           "options": {"num_predict": 2}}, deadline=30, model=MODEL)
+
+
+def _fuzz_modelfile(srv, text):
+    status, _ = hostile(srv, "POST", "/api/create", {"model": "fuzzed", "modelfile": text, "stream": False})
+    if status == 200:       # what /api/create stored must then be served or refused, never a 500
+        hostile(srv, "POST", "/api/generate", {"model": "fuzzed", "prompt": "hi", "stream": False,
+                                               "options": {"num_predict": 2}}, model=MODEL)
+
+
+@FUZZ
+@given(opts=OPTIONS)
+def test_fuzz_option_ranges(srv, opts):
+    _fuzz_options(srv, opts)
+
+
+@FUZZ
+@given(schema=SCHEMAS)
+def test_fuzz_format_schemas(srv, schema):
+    _fuzz_schema(srv, schema)
+
+
+@FUZZ
+@given(template=TEMPLATES)
+def test_fuzz_templates(srv, template):
+    _fuzz_template(srv, template)
+
+
+@FUZZ
+@given(text=MODELFILES)
+def test_fuzz_modelfiles(srv, text):
+    _fuzz_modelfile(srv, text)
+
+
+@pytest.mark.slow
+@LONG_FUZZ
+@given(opts=OPTIONS, schema=SCHEMAS, template=TEMPLATES, text=MODELFILES)
+def test_fuzz_long(srv, opts, schema, template, text):
+    _fuzz_options(srv, opts)
+    _fuzz_schema(srv, schema)
+    _fuzz_template(srv, template)
+    _fuzz_modelfile(srv, text)
