@@ -111,3 +111,39 @@ bool hypura_eval_cb(struct ggml_tensor * t, bool ask, void * user_data) {
 bool hypura_abort_cb(void * flag) {
     return *(volatile int *) flag != 0;
 }
+/* The CPU extra buffer type (CPU_REPACK, …) that llama.cpp's default load gives a weight used by
+ * MUL_MAT (n_dims 2) or MUL_MAT_ID (n_dims 3), asked the way its loader asks: the op built in a
+ * no_alloc context, the weight in a dummy buffer of each extra type in order, the CPU device's
+ * supports_op. NULL: none (plain CPU memory). */
+ggml_backend_buffer_type_t hypura_cpu_extra_buft(enum ggml_type type, int64_t ne0, int64_t ne1, int64_t ne2,
+                                                 int n_dims, int n_ids_used) {
+    ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (cpu == NULL) return NULL;
+    ggml_backend_dev_get_extra_bufts_t get_extra = (ggml_backend_dev_get_extra_bufts_t)
+        ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(cpu), "ggml_backend_dev_get_extra_bufts");
+    if (get_extra == NULL) return NULL;
+    struct ggml_init_params params = { ggml_tensor_overhead() * 8, NULL, true };
+    struct ggml_context * ctx = ggml_init(params);
+    if (ctx == NULL) return NULL;
+    struct ggml_tensor * op;
+    struct ggml_tensor * w;
+    if (n_dims == 3) {
+        w = ggml_new_tensor_3d(ctx, type, ne0, ne1, ne2);
+        struct ggml_tensor * b = ggml_new_tensor_3d(ctx, GGML_TYPE_F32, ne0, n_ids_used, 512);
+        struct ggml_tensor * ids = ggml_new_tensor_2d(ctx, GGML_TYPE_I32, n_ids_used, 512);
+        op = ggml_mul_mat_id(ctx, w, b, ids);
+    } else {
+        w = ggml_new_tensor_2d(ctx, type, ne0, ne1);
+        struct ggml_tensor * b = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, ne0, 512, 1, 1);
+        op = ggml_mul_mat(ctx, w, b);
+    }
+    ggml_backend_buffer_type_t found = NULL;
+    for (ggml_backend_buffer_type_t * extra = get_extra(cpu); extra && *extra && !found; ++extra) {
+        w->buffer = ggml_backend_buft_alloc_buffer(*extra, 0);
+        if (ggml_backend_dev_supports_op(cpu, op)) found = *extra;
+        ggml_backend_buffer_free(w->buffer);
+        w->buffer = NULL;
+    }
+    ggml_free(ctx);
+    return found;
+}

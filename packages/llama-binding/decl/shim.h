@@ -20,6 +20,10 @@ int  hypura_filter_add_rule(hypura_filter * f, const char * prefix, const char *
 void hypura_filter_set_layer(hypura_filter * f, int rule, int layer, int enabled);
 bool hypura_eval_cb(struct ggml_tensor * t, bool ask, void * user_data);
 bool hypura_abort_cb(void * flag);
+/* llama.cpp's default-load choice of CPU extra buffer type (CPU_REPACK, …) for a MUL_MAT (n_dims 2) or
+ * MUL_MAT_ID (n_dims 3) weight; NULL: plain CPU memory. */
+ggml_backend_buffer_type_t hypura_cpu_extra_buft(enum ggml_type type, int64_t ne0, int64_t ne1, int64_t ne2,
+                                                 int n_dims, int n_ids_used);
 
 extern "Python" int hypura_py_node(void * handle, struct ggml_tensor * t, int ask, int rule, int layer);
 extern "Python" void hypura_py_log(enum ggml_log_level level, const char * text, void * user_data);

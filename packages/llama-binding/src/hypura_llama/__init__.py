@@ -7,7 +7,7 @@ Importing the binding loads the library only: llama.cpp is initialised on first 
 (`ensure_init`). llama.cpp's log goes to the `llama.cpp` logger (quiet by default).
 """
 from ._lib import ensure_init, ffi, initialised, lib
-from .backend import Buffer, BufferType, Device, devices, gpu_devices, list_devices, measure_upload_bandwidth
+from .backend import Buffer, BufferType, Device, cpu_weight_buffer_type, devices, gpu_devices, list_devices, measure_upload_bandwidth
 from .context import ContextParams, LlamaContext, default_threads
 from .errors import DecodeError, LlamaError, check_null, check_rc
 from .evalcb import NOTE, SPLIT, EvalFilter, tensor_name
@@ -35,7 +35,7 @@ def system_info() -> str:
 __all__ = [
     "Buffer", "BufferType", "ContextParams", "DecodeError", "Device", "EvalFilter", "LOAD_MODES",
     "LlamaContext", "LlamaError", "LlamaModel", "ModelParams", "NOTE", "SPLIT", "Sampler", "SamplerSettings",
-    "backend_name", "check_null", "check_rc", "default_threads", "devices", "ensure_init",
+    "backend_name", "check_null", "check_rc", "cpu_weight_buffer_type", "default_threads", "devices", "ensure_init",
     "estimate_overhead", "ffi", "gpu_devices", "initialised", "lib", "list_devices", "load_from_user",
     "measure_upload_bandwidth", "system_info", "tensor_name",
 ]

@@ -117,6 +117,19 @@ class BufferType:
         return f"BufferType({self.name})"
 
 
+def cpu_weight_buffer_type(ggml_type: int, shape, n_expert_used: int = 1) -> BufferType | None:
+    """The CPU extra buffer type (CPU_REPACK, …) that llama.cpp's default load gives a weight of this type and
+    shape — 2-D: a MUL_MAT weight, 3-D with ne[2] > 1: MUL_MAT_ID experts — decided as its loader decides (the op
+    on a dummy buffer of each extra type, the CPU device's supports_op). None: plain CPU memory. Weights in such
+    a buffer are stored in its own layout: `ggml_backend_tensor_set` converts (repacks) them."""
+    ensure_init()
+    ne = [int(x) for x in shape] + [1, 1]
+    n_dims = 3 if ne[2] > 1 else 2
+    handle = lib.hypura_cpu_extra_buft(int(ggml_type), ne[0], ne[1], ne[2] if n_dims == 3 else 1, n_dims,
+                                       max(1, int(n_expert_used)))
+    return None if handle == ffi.NULL else BufferType(handle)
+
+
 class Buffer(Owned):
     """An owned ggml backend buffer, freed on close()."""
 
