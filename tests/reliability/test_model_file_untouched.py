@@ -47,7 +47,9 @@ def test_server_never_writes_the_model(model_dir, tmp_path):
     before = _state(model_dir)
     models = tmp_path / "served"      # the server's own store is elsewhere: the model is registered by path
     models.mkdir()
-    with ServeProcess(models, "--mode", "resident", "--ctx", "256", "--threads", "1") as srv:
+    # /api/create reads FROM paths only inside the models directory or the configured roots (issue 19)
+    with ServeProcess(models, "--mode", "resident", "--ctx", "256", "--threads", "1",
+                      env={"HYPURA_CREATE_PATHS": str(model_dir.parent)}) as srv:
         gen = {"prompt": "hi", "stream": False, "options": {"num_predict": 8}}
         calls = [("POST", "/api/create", {"model": "m", "from": str(model_dir)}),
                  ("POST", "/api/generate", {"model": "m", **gen}),

@@ -172,12 +172,14 @@ def _allowed_roots() -> list[str]:
 
 def _from_path(src: str) -> Path:
     """A FROM path the server may read: a regular file inside the models directory (relative paths are
-    taken from there) or a configured root (HYPURA_CREATE_PATHS). Anything else — outside, missing, a
+    taken from there), a configured root (HYPURA_CREATE_PATHS), or a file it already serves under a name
+    (the embedded default, Ollama's store). Anything else — outside, missing, a
     directory, a FIFO — is one message that says nothing about what is on the disk."""
     try:
         p = Path(src).expanduser()
         real = os.path.realpath(p if p.is_absolute() else state().registry.models_dir / p)
-        inside = any(os.path.commonpath([real, root]) == root for root in _allowed_roots())
+        inside = (any(os.path.commonpath([real, root]) == root for root in _allowed_roots())
+                  or real in {os.path.realpath(e.path) for e in state().registry.list()})   # a file it serves
         regular = inside and stat.S_ISREG(os.stat(real).st_mode)
     except (OSError, ValueError, RuntimeError):   # a NUL byte, a loop of links, an unknown ~user
         regular = False
