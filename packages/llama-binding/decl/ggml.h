@@ -26,6 +26,7 @@ struct ggml_tensor {
     size_t view_offs;
     void * data;
     char name[...];
+    void * extra;   /* a CPU extra buffer type's per-tensor traits (CPU_REPACK: its repack kind) */
     ...;
 };
 
@@ -82,6 +83,7 @@ void                       ggml_backend_buffer_clear(ggml_backend_buffer_t buffe
 bool                       ggml_backend_buffer_is_host(ggml_backend_buffer_t buffer);
 void                       ggml_backend_buffer_set_usage(ggml_backend_buffer_t buffer, enum ggml_backend_buffer_usage usage);
 ggml_backend_buffer_type_t ggml_backend_buffer_get_type(ggml_backend_buffer_t buffer);
+enum ggml_status           ggml_backend_buffer_init_tensor(ggml_backend_buffer_t buffer, struct ggml_tensor * tensor);
 
 const char * ggml_backend_name(ggml_backend_t backend);
 void         ggml_backend_free(ggml_backend_t backend);
