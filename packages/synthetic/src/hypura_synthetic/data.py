@@ -64,7 +64,8 @@ def quant_chunks(qtype: Q, n_elements: int, row: int, rng: np.random.Generator):
 
 def f32_values(kind: str, shape: tuple[int, ...], rng: np.random.Generator, hot: np.ndarray | None = None,
                gain: float = 1.0) -> np.ndarray:
-    """Small F32 tensors: ``norm`` ones, ``bias`` N(0, 0.02), ``zeros``, ``router`` N(0, 1/sqrt(n_embd))
+    """Small F32 tensors: ``norm`` ones, ``bias`` N(0, 0.02), ``zeros``, ``conv`` N(0, 1/k) for a kernel of width
+    ``k``, ``neg`` -1 (a decay), ``router`` N(0, 1/sqrt(n_embd))
     with the rows of the ``hot`` experts scaled by ``gain`` (routing skew)."""
     n = math.prod(shape)
     if kind == "norm":
@@ -73,6 +74,10 @@ def f32_values(kind: str, shape: tuple[int, ...], rng: np.random.Generator, hot:
         return np.zeros(n, dtype=np.float32)
     if kind == "bias":
         return (rng.standard_normal(n) * 0.02).astype(np.float32)
+    if kind == "conv":
+        return (rng.standard_normal(n) / shape[0]).astype(np.float32)
+    if kind == "neg":
+        return -np.ones(n, dtype=np.float32)
     if kind == "router":
         w = rng.standard_normal((shape[1], shape[0])) * weight_std(shape[0])
         if hot is not None:

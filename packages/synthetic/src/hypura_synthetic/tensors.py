@@ -67,6 +67,9 @@ def _ffn(s: ArchShape, i: int) -> list[TensorSpec]:
 
 def tensor_specs(s: ArchShape) -> list[TensorSpec]:
     """Every tensor of the model, in file order (embedding, layers, output)."""
+    from . import archs
+    if s.arch in archs.LAYOUTS:
+        return archs.tensor_specs(s)
     out = [TensorSpec("token_embd.weight", (s.n_embd, s.n_vocab), "weight")]
     for i in range(s.n_layer):
         out += _attention(s, i) + _ffn(s, i)
@@ -104,4 +107,7 @@ def model_kv(s: ArchShape) -> dict[str, Any]:
         kv.update({f"{a}.leading_dense_block_count": s.n_dense_lead, f"{a}.expert_shared_count": s.n_expert_shared,
                    f"{a}.expert_weights_scale": float(s.expert_weights_scale), f"{a}.expert_weights_norm": True,
                    f"{a}.expert_gating_func": s.expert_gating_func})
+    from . import archs
+    if a in archs.LAYOUTS:
+        kv.update(archs.family_kv(s))
     return kv

@@ -55,7 +55,8 @@ def _add_kv(w: GGUFWriter, key: str, value) -> None:
 
 def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers: int | None = None,
                     scale: int = 1, experts: int | None = None, experts_used: int | None = None,
-                    vocab: int | None = None, dense_lead: int | None = None, qtype: str = "Q4_0",
+                    vocab: int | None = None, dense_lead: int | None = None, align: int | None = None,
+                    qtype: str = "Q4_0",
                     header_only: bool = False, skew: float = 0.0, seed: int = 0, progress: bool = False) -> Path:
     """Write a random-weight GGUF of ``preset`` (name or :class:`ArchShape`) scaled by the keyword arguments.
 
@@ -65,7 +66,7 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
     """
     shape = get_preset(preset) if isinstance(preset, str) else preset
     shape = shape.scaled(layers=layers, scale=scale, experts=experts, experts_used=experts_used, vocab=vocab,
-                         dense_lead=dense_lead)
+                         dense_lead=dense_lead, align=align)
     if qtype not in QTYPES:
         raise ValueError(f"unknown type {qtype!r}: one of {', '.join(QTYPES)}")
     q = QTYPES[qtype]
