@@ -8,6 +8,7 @@ exposes ``waitress.client_disconnected``: a client that goes away cancels its ge
 """
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -45,8 +46,6 @@ class _Discard:
         return 0
 
     def getfile(self) -> Any:
-        import io
-
         return io.BytesIO()
 
     def close(self) -> None:
