@@ -112,3 +112,68 @@ def test_loopback_detection():
 def test_json_dumps_of_grammar_literals():
     g = schema_to_gbnf({"enum": ['say "hi"', "ünï"]})
     assert json.dumps('say "hi"') in g.replace('\\"', '"') or '\\"say' in g
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), 1e308, "nan", "inf", 10 ** 30,
+                                 "9" * 100 + "h"])
+def test_keep_alive_must_be_finite_and_bounded(bad):
+    with pytest.raises(APIError):
+        parse_keep_alive(bad, 300)
+
+
+def test_modelfile_parser_is_linear_and_handles_multiline_quotes():
+    spec = _parse_modelfile('FROM m\nTEMPLATE """a\nb"""\n  SYSTEM """x"""\n# c\nPARAMETER top_k 5')
+    assert spec["template"] == "a\nb" and spec["system"] == "x" and spec["parameters"] == {"top_k": 5}
+    t0 = time.perf_counter()
+    assert _parse_modelfile("FROM m\n" + "\n" * 200000 + "!" + " " * 200000)["from"] == "m"
+    assert time.perf_counter() - t0 < 1.0
+    with pytest.raises(APIError):
+        _parse_modelfile('FROM m\nTEMPLATE """never closed\nPARAMETER top_k 5\n')
+
+
+def test_host_rule_like_ollama():
+    from hypura_server.app import host_allowed
+
+    for host in ("localhost", "localhost:11434", "127.0.0.1:1", "[::1]:80", "10.0.0.5", "0.0.0.0", "a.localhost",
+                 "box.local", "svc.internal", ""):
+        assert host_allowed(host, []), host
+    for host in ("evil.example", "127.0.0.1.nip.io", "localhost.evil.example", "[2606:4700::1]", "8.8.8.8"):
+        assert not host_allowed(host, []), host
+    assert host_allowed("evil.example", ["*.example"]) and host_allowed("x.y", ["*"])
+
+
+@pytest.mark.parametrize("schema", [{"enum": 5}, {"anyOf": 5}, {"properties": [1]}, {"$ref": 5}, {"oneOf": []},
+                                    {"type": "string", "maxLength": 10 ** 9}, {"type": ["string", 5]},
+                                    {"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"},
+                                    {"enum": list(range(5000))}])
+def test_schema_shapes_are_value_errors(schema):
+    with pytest.raises(ValueError):
+        format_grammar(schema)
+
+
+def test_recursive_schema_through_an_object_is_fine():
+    g = format_grammar({"$defs": {"T": {"type": "object", "properties": {
+        "kids": {"type": "array", "items": {"$ref": "#/$defs/T"}}}}}, "$ref": "#/$defs/T"})
+    assert "ref-T ::=" in g
+
+
+@pytest.mark.parametrize("source", ["{{ 'a' * 10 ** 9 }}", "{{ 'x'|center(10 ** 8) }}", "{{ 2 ** 100000000 }}",
+                                    "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+                                    "{% endfor %}", "{{ lipsum(n=10 ** 5) }}", "{% if %}",
+                                    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"])
+def test_template_limits(source):
+    from hypura_engine import ChatTemplate
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError):
+        ChatTemplate(source).render([{"role": "user", "content": "hi"}], timeout_s=1.0)
+    assert time.perf_counter() - t0 < 3.0
+
+
+def test_template_output_cap_and_normal_render():
+    from hypura_engine import ChatTemplate
+
+    t = ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert t.render([{"role": "user", "content": "hi"}] * 3) == "hihihi"
+    with pytest.raises(ValueError, match="exceeds"):
+        t.render([{"role": "user", "content": "x" * 100}] * 10, max_chars=500)
