@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from hypura_llama import BufferType, EvalFilter, LlamaModel, ModelParams
 
 from .directio import DirectReader
+from .loader import model_files
 from .spec import StreamSpec
 
 
@@ -45,7 +46,7 @@ class Streamer(abc.ABC):
         self.path = spec.path
         self.layers = list(spec.layers)
         self.device = device
-        self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io)
+        self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io, shards=model_files(self.path))
         self.eval_filter = EvalFilter(self._on_node)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}   # layer -> its place in a pass
         self._last_k = 1 << 30

@@ -7,6 +7,10 @@ they need into aligned memory and point into it (see `aligned_span`). Reads run 
 of `os.preadv` calls, which release the GIL; large reads are split into chunks so many are in
 flight. The file's identity (device, inode, size, mtime) is checked so that a model file that
 changes or vanishes during a run is an error, never silently different weights.
+
+A split GGUF set is one reader over all its shards (one descriptor each, every shard's identity checked):
+offsets are *model offsets*, `shard_offset(i, offset)` — shard i's file offset with i in the bits from
+`SHARD_SHIFT` up — so layouts never coalesce bytes of two shards and callers need not know about shards.
 """
 from __future__ import annotations
 
@@ -15,11 +19,13 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Sequence
 
 from hypura_hardware.storage import ALIGN, open_direct
 
 log = logging.getLogger(__name__)
 CHUNK = 16 << 20  # 16 MiB reads, 16 in flight: what this kind of NVMe needs to reach its limit
+SHARD_SHIFT = 44  # a shard's file may hold up to 16 TiB
 
 
 class StreamError(OSError):
@@ -32,6 +38,11 @@ def align_down(x: int, a: int = ALIGN) -> int:
 
 def align_up(x: int, a: int = ALIGN) -> int:
     return -(-x // a) * a
+
+
+def shard_offset(shard: int, offset: int) -> int:
+    """The model offset of `offset` in shard `shard` (0: the first shard, or the only file)."""
+    return (shard << SHARD_SHIFT) + offset
 
 
 def aligned_span(offset: int, size: int) -> tuple[int, int]:
@@ -63,20 +74,36 @@ class BusyClock:
 
 
 class DirectReader:
-    """A read-only handle on a model file with a pool of reader threads."""
+    """A read-only handle on a model file (or every shard of a split set, `shards` in order, the first
+    being `path`) with a pool of reader threads."""
 
-    def __init__(self, path: str | os.PathLike, threads: int = 16, direct: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int = 16, direct: bool = True,
+                 shards: Sequence[str | os.PathLike] | None = None) -> None:
         self.path = os.fspath(path)
-        if direct:
-            fd, self.direct = open_direct(self.path)
-            if not self.direct:  # e.g. tmpfs does not support O_DIRECT
-                log.warning("%s: direct I/O unavailable; reading through the page cache", self.path)
-        else:
-            fd, self.direct = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), False
-        self.fd = fd
-        st = os.fstat(fd)
-        self._identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        self.size = st.st_size
+        self.paths = [os.fspath(p) for p in shards] if shards else [self.path]
+        self.fds: list[int] = []
+        self._identity: list[tuple] = []
+        self.sizes: list[int] = []
+        self.direct = direct
+        try:
+            for p in self.paths:
+                if direct:
+                    fd, ok = open_direct(p)
+                    if not ok:  # e.g. tmpfs does not support O_DIRECT
+                        log.warning("%s: direct I/O unavailable; reading through the page cache", p)
+                    self.direct = self.direct and ok
+                else:
+                    fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self.fds.append(fd)
+                st = os.fstat(fd)
+                self._identity.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+                self.sizes.append(st.st_size)
+        except BaseException:
+            for fd in self.fds:
+                os.close(fd)
+            raise
+        self.fd = self.fds[0]
+        self.size = self.sizes[0]
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="hypura-io")
         self.clock = BusyClock()
@@ -85,31 +112,37 @@ class DirectReader:
         self._count_lock = threading.Lock()
 
     def check_unchanged(self) -> None:
-        """Raise StreamError if the path no longer names the file that was opened, unchanged."""
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise StreamError(f"{self.path}: the model file vanished during the run ({exc.strerror})") from None
-        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self._identity:
-            raise StreamError(f"{self.path}: the model file changed during the run")
+        """Raise StreamError if a path no longer names the file that was opened, unchanged."""
+        for p, ident in zip(self.paths, self._identity):
+            try:
+                st = os.stat(p)
+            except OSError as exc:
+                raise StreamError(f"{p}: the model file vanished during the run ({exc.strerror})") from None
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != ident:
+                raise StreamError(f"{p}: the model file changed during the run")
 
     def read_into(self, dest: memoryview, offset: int) -> None:
-        """Read len(dest) bytes at offset into dest (aligned when direct), synchronously."""
+        """Read len(dest) bytes at model offset `offset` into dest (aligned when direct), synchronously."""
+        shard, offset = offset >> SHARD_SHIFT, offset & ((1 << SHARD_SHIFT) - 1)
+        if shard >= len(self.fds):
+            raise StreamError(f"{self.path}: read at offset {offset} of shard {shard + 1}, the model has "
+                              f"{len(self.fds)} file(s)")
+        fd, size, path = self.fds[shard], self.sizes[shard], self.paths[shard]
         want = len(dest)
         done = 0
         self.clock.enter()
         try:
             while done < want:
                 try:
-                    n = os.preadv(self.fd, [dest[done:]], offset + done)
+                    n = os.preadv(fd, [dest[done:]], offset + done)
                 except OSError as exc:
-                    raise StreamError(f"{self.path}: read of {want} bytes at {offset} failed: {exc.strerror}") from None
+                    raise StreamError(f"{path}: read of {want} bytes at {offset} failed: {exc.strerror}") from None
                 if n <= 0:
-                    if offset + done >= self.size and offset + want > self.size:
+                    if offset + done >= size and offset + want > size:
                         # the aligned superset may run past the end of the file: zero the tail
                         dest[done:] = bytes(want - done)
                         break
-                    raise StreamError(f"{self.path}: file truncated during the run (short read at {offset + done})")
+                    raise StreamError(f"{path}: file truncated during the run (short read at {offset + done})")
                 done += n
         finally:
             self.clock.leave()
@@ -128,6 +161,7 @@ class DirectReader:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+        self.fd = -1

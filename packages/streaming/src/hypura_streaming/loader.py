@@ -5,6 +5,11 @@ callback: resident tensors are filled here with direct reads from the GGUF, stre
 left untouched (their allocation is never committed) and later re-pointed into a slot pool.
 Tensors that llama.cpp creates but the file lacks (optional biases, scales, rope factors) get
 neutral values, so they change nothing. The model file is opened read-only.
+
+Where the CPU computes, every weight llama.cpp's default load would repack (`repack.py`) is put in that
+buffer type by `tensor_buft_overrides`, and filled through `ggml_backend_tensor_set` (which converts), so the
+resident part of a streaming run computes exactly as `--mode resident` does. A split GGUF set is one model:
+the metadata context holds every shard's tensors, and each tensor is read from its shard.
 """
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ import logging
 import mmap
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from hypura_llama import LlamaModel, ModelParams, ensure_init, ffi, lib, load_from_user
+from hypura_llama import BufferType, LlamaModel, ModelParams, ensure_init, ffi, lib, load_from_user
 from hypura_placement import GGUFError, RawTensor, read_header
 
-from .directio import DirectReader, StreamError, aligned_span
+from .directio import DirectReader, StreamError, aligned_span, shard_offset
+from .repack import cpu_computes, repack_decisions, repack_overrides
 
 log = logging.getLogger(__name__)
 _NEUTRAL_ONE = re.compile(r"(rope_freqs|rope_factors_(long|short)|(^|[._])scale)(\.weight)?$|_scale\.weight$")
@@ -29,8 +35,8 @@ _NEUTRAL_ZERO = re.compile(r"(\.bias|_b)$|bias$")
 class TensorLocation:
     """Where one tensor's bytes are in the file (placement's `TensorInfo` is the planner's view of a tensor)."""
     name: str
-    offset: int   # absolute file offset of the data (of the first part when composed)
-    size: int     # bytes
+    offset: int   # model offset of the data (`directio.shard_offset`: the file offset for one file; of the
+    size: int     # first part when composed); bytes
     # composed expert tensors: per part (file offset of the source tensor, bytes of one expert)
     parts: tuple[tuple[int, int], ...] = ()
 
@@ -50,7 +56,10 @@ class GGUFIndex:
     the native part is only the gguf context (gguf's C reader, metadata only) that llama.cpp needs.
     For tied tensors the file lacks (output.weight = token_embd.weight), an entry with the
     source's type and shape is added to the in-memory metadata, so llama.cpp creates it with the
-    right type, and it is read from the source's bytes. The file itself is never written."""
+    right type, and it is read from the source's bytes. For a split set (`path` its first shard) the
+    context is the first shard's with every other shard's tensors added (`init_from_user` takes the
+    types of the tensors it creates from it, and reads no files), and each location is in its shard
+    (`files`, in order). No file is ever written."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
@@ -58,12 +67,15 @@ class GGUFIndex:
             header = read_header(self.path)
         except GGUFError as exc:
             raise StreamError(f"{self.path}: not a readable GGUF file ({exc})") from None
-        if header.shards:
-            raise StreamError(f"{self.path}: a split GGUF set of {len(header.shards)} shards: the streaming modes "
-                              "read one file (use --mode resident)")
+        self.files = [os.fspath(f.path) for f in header.files]
+        shard_of = {f: i for i, f in enumerate(self.files)}
+        arch = header.kv.get("general.architecture", "")
+        self.n_expert_used = int(header.kv.get(f"{arch}.expert_used_count", 0) or 0)
         self._raw: dict[str, RawTensor] = {t.name: t for t in header.tensors}
-        self.tensors: dict[str, TensorLocation] = {t.name: TensorLocation(t.name, t.offset, t.nbytes)
-                                                   for t in header.tensors}
+        self.tensors: dict[str, TensorLocation] = {
+            t.name: TensorLocation(t.name, shard_offset(shard_of[os.fspath(t.path or self.path)], t.offset), t.nbytes)
+            for t in header.tensors}
+        self._other_shards = [t for t in header.tensors if t.path is not None and os.fspath(t.path) != self.path]
         ensure_init()
         params = ffi.new("struct gguf_init_params *")
         params.no_alloc = True
@@ -79,6 +91,11 @@ class GGUFIndex:
         lib.ggml_set_name(t, name.encode())
         lib.gguf_add_tensor(self.ctx, t)
 
+    @property
+    def raw(self) -> list[RawTensor]:
+        """Every tensor llama.cpp will create from the file: name, type, shape (tied/composed ones included)."""
+        return list(self._raw.values())
+
     def _add_tied(self) -> None:
         missing = [(dst, src) for dst, src in TIED.items() if dst not in self.tensors and src in self.tensors]
         fused = []
@@ -88,21 +105,25 @@ class GGUFIndex:
                 gate_up, up = f"blk.{m.group(1)}.ffn_gate_up_exps.weight", f"blk.{m.group(1)}.ffn_up_exps.weight"
                 if gate_up not in self.tensors and up in self.tensors:
                     fused.append((gate_up, name, up))
-        if not missing and not fused:
+        if not missing and not fused and not self._other_shards:
             return
         p = ffi.new("struct ggml_init_params *")
-        p.mem_size = lib.ggml_tensor_overhead() * (len(missing) + len(fused) + 1)
+        p.mem_size = lib.ggml_tensor_overhead() * (len(missing) + len(fused) + len(self._other_shards) + 1)
         p.no_alloc = True
         self._extra_ctx = lib.ggml_init(p[0])
+        for t in self._other_shards:   # the first shard's context lacks them
+            self._new_tensor(t.name, t.ggml_type, t.shape)
         for dst, src in missing:
             st = self._raw[src]
             self._new_tensor(dst, st.ggml_type, st.shape)
+            self._raw[dst] = replace(st, name=dst)
             self.tensors[dst] = TensorLocation(dst, self.tensors[src].offset, self.tensors[src].size)
         for dst, gate, up in fused:
             g, u = self._raw[gate], self._raw[up]
             if g.ggml_type != u.ggml_type or g.shape != u.shape or len(g.shape) != 3:
                 raise StreamError(f"{self.path}: {gate} and {up} differ in type or shape")
             self._new_tensor(dst, g.ggml_type, (g.shape[0], 2 * g.shape[1], g.shape[2]))
+            self._raw[dst] = replace(g, name=dst, shape=(g.shape[0], 2 * g.shape[1], g.shape[2]), nbytes=g.nbytes * 2)
             gi, ui = self.tensors[gate], self.tensors[up]
             n_exp = g.shape[2]
             self.tensors[dst] = TensorLocation(dst, gi.offset, gi.size + ui.size,
@@ -134,13 +155,19 @@ class AlignedBuffer:
 class OwnedLoad:
     """One `init_from_user` load (`hypura_llama.load_from_user`, which calls `on_tensor` per tensor).
     `is_streamed(name)` says which tensors to leave unread; their ggml_tensor pointers are collected
-    in `streamed` by name."""
+    in `streamed` by name. `repack` (default: where the CPU computes) loads every resident weight that
+    llama.cpp's default load repacks into that buffer type; `repack_buffer_type(name)` says which, for
+    streamed tensors too (a streamer must then fill them through storage of that type)."""
 
-    def __init__(self, path: str | os.PathLike, reader: DirectReader, is_streamed: Callable[[str], bool]) -> None:
+    def __init__(self, path: str | os.PathLike, reader: DirectReader, is_streamed: Callable[[str], bool],
+                 repack: bool | None = None) -> None:
         self.path = os.fspath(path)
         self.reader = reader
         self.index = GGUFIndex(path)
         self.is_streamed = is_streamed
+        self.repack = cpu_computes() if repack is None else bool(repack)
+        self.repack_bufts: dict[str, BufferType] = (
+            repack_decisions(self.index.raw, max(1, self.index.n_expert_used)) if self.repack else {})
         self.streamed: dict[str, object] = {}
         self.resident: dict[str, object] = {}     # name -> llama.cpp's tensor, for every tensor read now
         self.neutral: list[str] = []
@@ -149,9 +176,18 @@ class OwnedLoad:
         self._staging: AlignedBuffer | None = None
         self._progress = None
 
+    def repack_buffer_type(self, name: str) -> BufferType | None:
+        """The buffer type llama.cpp's default load gives tensor `name` on this machine (None: plain)."""
+        return self.repack_bufts.get(name)
+
     def load(self, params: ModelParams) -> LlamaModel:
+        """Build the model; `params.overrides` come first (first match wins), then the repack overrides
+        of the resident weights (streamed ones are left to the streamer)."""
         from tqdm import tqdm
 
+        resident_repack = {n: b for n, b in self.repack_bufts.items() if not self.is_streamed(n)}
+        if resident_repack:
+            params = replace(params, overrides=tuple(params.overrides) + repack_overrides(resident_repack), _keep=[])
         resident = sum(t.size for n, t in self.index.tensors.items() if not self.is_streamed(n))
         self._progress = tqdm(total=resident, unit="B", unit_scale=True, desc="loading resident weights",
                               disable=None, leave=False)
@@ -230,3 +266,11 @@ class OwnedLoad:
 
     def close(self) -> None:
         self.index.close()
+
+
+def model_files(path: str | os.PathLike) -> list[str]:
+    """The files of the model at `path`: its shards in order for a split set, else itself."""
+    try:
+        return [os.fspath(f.path) for f in read_header(path).files]
+    except GGUFError as exc:
+        raise StreamError(f"{os.fspath(path)}: not a readable GGUF file ({exc})") from None
