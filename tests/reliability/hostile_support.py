@@ -63,7 +63,7 @@ def served(url: str, model: str, timeout: float = 30.0) -> tuple[int, bytes]:
 def hostile(srv: Any, method: str, path: str, body: Any = None, raw: bytes | None = None, deadline: float = 30.0,
             model: str | None = None, allowed: tuple[int, ...] | None = None) -> tuple[int, bytes]:
     """Send one hostile request under the oracle; returns (status, body). `allowed`: the statuses that
-    pass (default: 200 or any 4xx other than 499); with `model`, the model must serve afterwards."""
+    pass (default: 200 or any 4xx); with `model`, the model must serve afterwards."""
     probe = VersionProbe(srv.url)
     probe.start()
     t0 = time.perf_counter()
