@@ -150,6 +150,8 @@ def settings_from_config(cfg: Any, **extra: Any) -> Settings:
 def serve(cfg: Any, **extra: Any) -> int:
     """Serve until interrupted. `cfg` is hypura.config.Config; `extra` sets Settings fields."""
     settings = extra.pop("settings", None) or settings_from_config(cfg, **extra)
+    if settings.host is None:
+        settings.host = cfg.host      # the Host-header check follows the address actually bound
     app = create_app(settings)
     if not is_loopback(cfg.host):
         print(f"warning: serving on {cfg.host}, a non-loopback address: anyone who can reach it can use "
