@@ -5,6 +5,7 @@ whose token prefix matches (the turns of a chat).
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,10 +15,13 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler, backend_name
+from hypura_streaming import StreamError
 
 from .generation import GenerateOptions, GenerationResult, TextStream
 from .options import RUN_MODES, LoadOptions
 from .templates import ChatTemplate
+
+log = logging.getLogger(__name__)
 
 
 class Runner:
@@ -39,23 +43,36 @@ class Runner:
         self.mode = "resident"
         eval_filter = None
         n_ubatch = opts.n_batch
+        self.mode_reason = "asked for" if opts.mode != "auto" else "the plan's mode"
+        self.model = None
         if opts.mode != "resident":
             from .planning import MODE_OF_PLAN, open_streamer, plan_for
 
             self.plan, info = plan_for(self.path, opts)
             self.mode = MODE_OF_PLAN[self.plan.mode] if opts.mode == "auto" else opts.mode
             if self.mode != "resident":
-                self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch)
+                try:
+                    self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch)
+                    self.model = self.streamer.load_model()
+                except (ValueError, StreamError) as exc:
+                    if self.streamer is not None:
+                        self.streamer.close()
+                        self.streamer = None
+                    if opts.mode != "auto":
+                        raise
+                    # auto never fails where another mode runs: llama.cpp's own loading runs any file it loads
+                    self.mode_reason = f"{self.mode} cannot take this file: {exc}"
+                    log.warning("%s: %s; running resident (llama.cpp's mmap loading)", self.path, self.mode_reason)
+                    self.mode = "resident"
+                except BaseException:
+                    if self.streamer is not None:
+                        self.streamer.close()
+                    raise
         self._resident_tier = "gpu" if self.streamer is None and backend_name() != "cpu" else "ram"
         if self.streamer is None:
             self.model = LlamaModel.load(self.path, ModelParams(n_gpu_layers=-1, load_mode="mmap",
                                                                 use_extra_bufts=opts.use_extra_bufts))
         else:
-            try:
-                self.model = self.streamer.load_model()
-            except BaseException:
-                self.streamer.close()
-                raise
             eval_filter = self.streamer.eval_filter
             if self.streamer.max_ubatch is not None:
                 n_ubatch = min(n_ubatch, self.streamer.max_ubatch)
@@ -215,7 +232,7 @@ class Runner:
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         size = self.path.stat().st_size
-        out: dict[str, Any] = {"mode": self.mode, "model_bytes": size}
+        out: dict[str, Any] = {"mode": self.mode, "mode_reason": self.mode_reason, "model_bytes": size}
         if self.streamer is None:   # llama.cpp's own placement: every layer on the compute device
             tier = self._resident_tier
             out["tier_bytes"] = {"gpu": 0, "ram": 0, "nvme": 0, tier: size}
