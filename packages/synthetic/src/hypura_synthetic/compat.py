@@ -109,14 +109,15 @@ def run_mode(path: Path, mode: str, ram_budget: int | None = None, timeout: floa
 
 def streaming_budget(path: Path) -> int:
     """A RAM budget that forces streaming: what ``hypura plan`` says stays resident (KV cache, compute buffers,
-    every non-FFN weight) plus half of the FFN bytes."""
+    every non-FFN weight) plus half of the FFN bytes, at least one layer's FFN (one streaming slot) and 4 KiB."""
     r = _cli("plan", str(path), "--ram-budget", "1T", "--gpu-budget", "0", "--ctx", str(CTX), "--json", timeout=120)
     if r.returncode:
         raise RuntimeError(f"hypura plan {path.name} failed: {r.stderr.strip()[-300:]}")
     plan = json.loads(r.stdout)
-    ffn = sum(layer["ffn_bytes"] for layer in plan["layers"])
+    layers = [layer["ffn_bytes"] for layer in plan["layers"]]
+    ffn = sum(layers)
     weights = plan["tiers"]["ram"] + plan["tiers"]["gpu"] + plan["tiers"]["nvme"]
-    return int(plan["resident_overhead"] + weights - ffn + ffn // 2)
+    return int(plan["resident_overhead"] + weights - ffn + max(ffn // 2, max(layers, default=0) + 4096))
 
 
 def compare(ref: Cell, cell: Cell) -> Cell:
