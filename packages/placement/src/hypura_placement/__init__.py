@@ -1,5 +1,6 @@
 """GGUF inspection and the tier placement planner (pure Python: imports no native code)."""
-from .gguf_file import GGUFError, GGUFHeader, RawTensor, read_header, validate_gguf
+from .gguf_file import GGUFError, GGUFHeader, RawTensor, read_header
+from .gguf_validate import validate_gguf
 from .hardware_spec import PRESETS, GPUSpec, HardwareSpec, load_hardware
 from .model_info import ModelInfo, TensorInfo, inspect_model, model_info_from_header
 from .plan import PLAN_MODES, TIERS, Plan, PlanError

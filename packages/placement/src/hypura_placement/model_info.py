@@ -12,7 +12,8 @@ from typing import Any
 
 from gguf import GGMLQuantizationType, LlamaFileType
 
-from .gguf_file import GGUFHeader, validate_gguf
+from .gguf_file import GGUFHeader
+from .gguf_validate import validate_gguf
 from .roles import ROLES, classify, split_name
 
 
