@@ -200,6 +200,10 @@ def test_create_from_paths_outside_the_store(srv, outside):
     os.symlink("/etc/passwd", srv.models / "link.gguf")
     status, out = request(srv.url, "POST", "/api/create", {"model": "x", "from": "link.gguf", "stream": False})
     assert status == 400 and error_of(out).replace(repr("link.gguf"), "SRC") in messages
+    (srv.models / "notes.gguf").write_text("root:$6$supersecret\n")     # inside, but no GGUF: no bytes echoed
+    status, out = request(srv.url, "POST", "/api/create", {"model": "x", "from": "notes.gguf", "stream": False})
+    assert status == 400 and "root" not in error_of(out) and "supersecret" not in error_of(out), out
+    (srv.models / "notes.gguf").unlink()
     status, out = request(srv.url, "POST", "/api/create", {"model": "inside", "from": str(srv.models / "tiny.gguf")})
     assert status == 200, out
     status, out = request(srv.url, "POST", "/api/create", {"model": "allowed",

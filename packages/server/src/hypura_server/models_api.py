@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from hypura_engine import ModelNotFound
+from hypura_engine import ModelNotFound, default_model_path
 from hypura_hardware.files import atomic_write
 
 from .durations import FOREVER, from_timestamp
@@ -166,20 +166,24 @@ def _parse_modelfile(text: str) -> dict[str, Any]:
 
 
 def _allowed_roots() -> list[str]:
+    """The models directory, HYPURA_CREATE_PATHS, and the stores whose files the server already serves by
+    name (the embedded default's directory, Ollama's store); symlinks are resolved before the check."""
     st = state()
-    return [os.path.realpath(p) for p in [st.registry.models_dir, *st.settings.create_roots]]
+    roots = [st.registry.models_dir, *st.settings.create_roots, default_model_path().parent]
+    if st.registry.ollama_dir is not None:
+        roots.append(st.registry.ollama_dir)
+    return [os.path.realpath(p) for p in roots]
 
 
 def _from_path(src: str) -> Path:
     """A FROM path the server may read: a regular file inside the models directory (relative paths are
-    taken from there), a configured root (HYPURA_CREATE_PATHS), or a file it already serves under a name
-    (the embedded default, Ollama's store). Anything else — outside, missing, a
+    taken from there), a configured root (HYPURA_CREATE_PATHS), or the stores it already serves (the
+    embedded default's directory, Ollama's). Anything else — outside, missing, a
     directory, a FIFO — is one message that says nothing about what is on the disk."""
     try:
         p = Path(src).expanduser()
         real = os.path.realpath(p if p.is_absolute() else state().registry.models_dir / p)
-        inside = (any(os.path.commonpath([real, root]) == root for root in _allowed_roots())
-                  or real in {os.path.realpath(e.path) for e in state().registry.list()})   # a file it serves
+        inside = any(os.path.commonpath([real, root]) == root for root in _allowed_roots())
         regular = inside and stat.S_ISREG(os.stat(real).st_mode)
     except (OSError, ValueError, RuntimeError):   # a NUL byte, a loop of links, an unknown ~user
         regular = False
@@ -248,7 +252,10 @@ def _info_or_400(path: Path) -> None:
     try:
         read_info(path)
     except (OSError, ValueError) as exc:
-        raise bad_request(str(exc)) from None
+        detail = str(exc)
+        if "magic" in detail:      # not a GGUF at all: say so without echoing the file's first bytes
+            detail = f"{path.name}: not a GGUF file"
+        raise bad_request(detail) from None
 
 
 @bp.post("/api/copy")
