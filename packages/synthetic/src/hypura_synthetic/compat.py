@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -103,8 +104,16 @@ def run_mode(path: Path, mode: str, ram_budget: int | None = None, timeout: floa
     err = _one_line_error(r.stderr)
     if err is not None and r.returncode in (1, 2):
         return Cell("refused", err.removeprefix(f"{path}: "))
-    tail = " | ".join(r.stderr.strip().splitlines()[-3:])
-    return Cell("crash", f"exit {r.returncode}: {tail[-300:]}")
+    if r.returncode < 0:
+        try:
+            how = f"killed by {signal.Signals(-r.returncode).name}"
+        except ValueError:
+            how = f"killed by signal {-r.returncode}"
+    else:
+        how = f"exit {r.returncode}"
+    lines = [ln.strip() for ln in r.stderr.strip().splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    tail = " | ".join(lines[-2:])[-300:]
+    return Cell("crash", f"{how}: {tail}" if tail else how)
 
 
 def streaming_budget(path: Path) -> int:
