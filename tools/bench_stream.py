@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import MemoryCap, disk_bandwidth, drop_caches, median, run_hypura, run_llama_bench  # noqa: E402
+from benchlib import MemoryCap, disk_bandwidth, drop_caches, median, run_hypura, run_llama_bench, tree_env  # noqa: E402
 
 
 def parse_size(s: str) -> int:
@@ -48,6 +48,9 @@ def main() -> int:
     ap.add_argument("--warm-start", action="store_true",
                     help="let Hypura seed its expert cache from earlier runs' routing statistics (default: "
                          "off, so every round starts cold like the page cache)")
+    ap.add_argument("--before-tree", type=Path, default=None,
+                    help="another checkout (binding built) whose Hypura runs as config 'hypura-before', interleaved "
+                         "with this one: today's code against an earlier commit, side by side")
     args = ap.parse_args()
     cap_bytes = parse_size(args.cap)
     budget = args.ram_budget or str(cap_bytes - (600 << 20))
@@ -60,6 +63,8 @@ def main() -> int:
                    *(() if args.warm_start else ("--no-warm-start",))]
     configs = {
         "hypura": lambda cap: run_hypura(args.model, cap, args.n, args.threads, hypura_args),
+        "hypura-before": lambda cap: run_hypura(args.model, cap, args.n, args.threads, hypura_args,
+                                                env=tree_env(args.before_tree) if args.before_tree else None),
         "hypura-prefetch": lambda cap: run_hypura(args.model, cap, args.n, args.threads, [*hypura_args, "--prefetch"]),
         "mmap": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "mmap"]),
         "dio": lambda cap: run_llama_bench(args.model, cap, args.n, args.threads, ["-ngl", "0", "-lm", "dio"]),
@@ -105,6 +110,7 @@ def main() -> int:
     needed = median([x.get("needed_bytes_per_token") or x.get("disk_bytes_per_token") for x in hy])
     limit = median([x.get("physical_limit_tps") for x in hy])
     result = {
+        "before_tree": str(args.before_tree) if args.before_tree else None,
         "benchmark": args.mode, "model": str(args.model), "model_bytes": size, "cap_bytes": cap_bytes,
         "ram_budget": budget, "n": args.n, "threads": args.threads, "disk_bps": bw, "disk_bps_rounds": disk,
         "machine": {"platform": platform.platform(), "cores": os.cpu_count()},

@@ -85,12 +85,19 @@ def run_llama_bench(model: Path, cap: MemoryCap | None, n: int, threads: int, ex
     return {"ok": True, "tps": float(json.loads(p.stdout)[0]["avg_ts"]), "wall_s": wall}
 
 
+def tree_env(tree: Path) -> dict:
+    """The environment that runs Hypura from another checkout `tree` (its packages' sources first on the path;
+    its binding built there): for side-by-side runs of two versions of the code."""
+    srcs = sorted(str(p) for p in (tree / "packages").glob("*/src"))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(srcs)}
+
+
 def run_hypura(model: Path, cap: MemoryCap | None, n: int, threads: int, extra: list[str],
-               timeout: float = 1800) -> dict:
+               timeout: float = 1800, env: dict | None = None) -> dict:
     argv = [sys.executable, "-m", "hypura.main", "run", str(model), "--raw", "--temp", "0", "-n", str(n + 1),
             "--threads", str(threads), "--json", "-p", "The quick brown fox", *extra]
     t0 = time.perf_counter()
-    p = subprocess.run(cap.wrap(argv) if cap else argv, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cap.wrap(argv) if cap else argv, capture_output=True, text=True, timeout=timeout, env=env)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         return {"ok": False, "tps": None, "wall_s": wall, "returncode": p.returncode, "error": p.stderr.strip()[-600:]}
