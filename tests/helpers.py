@@ -31,3 +31,17 @@ def greedy_with_logits(model, eval_filter=None, n: int = 8, ubatch: int = 512, n
             out.append(int(np.argmax(logits[-1])))
             ctx.decode([out[-1]], len(toks) + i)
         return out, np.stack(logits)
+
+
+def reference_greedy(path, n: int = 8, ubatch: int = 512, n_ctx: int = 128,
+                     prompt: str = "The quick brown fox jumps over the lazy dog"):
+    """THE reference (DESIGN.md "Correctness invariant"): greedy tokens and logits of the model that
+    `hypura run --mode resident` loads with default settings (llama.cpp's default load; on the CPU its
+    weights repacked), through `greedy_with_logits`."""
+    from hypura_engine import LoadOptions, Runner
+
+    runner = Runner(path, LoadOptions(mode="resident", ctx=n_ctx))
+    try:
+        return greedy_with_logits(runner.model, None, n=n, ubatch=ubatch, n_ctx=n_ctx, prompt=prompt)
+    finally:
+        runner.close()

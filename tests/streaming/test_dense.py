@@ -1,4 +1,5 @@
-"""Dense-FFN streaming: bit-identical to the resident run, and the negative controls fail."""
+"""Dense-FFN streaming: bit-identical to THE reference (`--mode resident`, default settings: on the CPU
+llama.cpp repacks Q4_0/Q4_K/… weights), and the negative controls fail."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,8 @@ import pytest
 
 import hypura_llama as h
 from hypura_streaming import DenseStreamer, DirectReader, OwnedLoad, StreamError, StreamSpec
-from helpers import greedy_with_logits
+from hypura_streaming.repack import cpu_computes
+from helpers import greedy_with_logits, reference_greedy
 
 PROMPT = "Why is the sky blue? Explain the physics of light scattering in detail."
 N = 16
@@ -22,21 +24,41 @@ def _greedy(model, filt=None, n=N, n_batch=512):
 
 @pytest.fixture(scope="module")
 def resident(default_model):
-    """The same model fully resident, through the same owned loader (no weight repacking)."""
-    reader = DirectReader(default_model)
-    load = OwnedLoad(default_model, reader, lambda name: False)
-    model = load.load(h.ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False))
-    load.close()
-    reader.close()
-    yield _greedy(model)
-    model.close()
+    """The reference: `--mode resident` with default settings."""
+    return reference_greedy(default_model, n=N, ubatch=512, n_ctx=256, prompt=PROMPT)
 
 
-def test_owned_load_equals_llama_cpp_file_load(default_model, resident):
-    with h.LlamaModel.load(default_model, h.ModelParams(use_extra_bufts=False)) as model:
+def _owned(path, repack=None):
+    reader = DirectReader(path)
+    load = OwnedLoad(path, reader, lambda name: False, repack=repack)
+    try:
+        return load.load(h.ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False)), load
+    finally:
+        load.close()
+        reader.close()
+
+
+def test_owned_load_equals_the_reference(default_model, resident):
+    """Every weight through Hypura's loader, repacked where llama.cpp's default load repacks: the same."""
+    model, load = _owned(default_model)
+    try:
         toks, logits = _greedy(model)
+    finally:
+        model.close()
     assert toks == resident[0]
     assert np.array_equal(logits, resident[1])
+    if cpu_computes():
+        assert len(load.repack_bufts) > 0 and "token_embd.weight" not in load.repack_bufts
+
+
+@pytest.mark.skipif(not cpu_computes(), reason="repacking is what the CPU does")
+def test_negative_control_owned_load_without_repacking_differs(default_model, resident):
+    model, _ = _owned(default_model, repack=False)
+    try:
+        _, logits = _greedy(model)
+    finally:
+        model.close()
+    assert not np.array_equal(logits, resident[1])
 
 
 @pytest.mark.parametrize("layers,slots", [(range(9, 18), 2), (range(0, 18), 3), (range(0, 18, 2), 1),
@@ -60,6 +82,23 @@ def test_streaming_is_bit_identical(default_model, resident, layers, slots):
     assert stats["fills"] >= (passes - 1) * sharing  # every layer that shares a slot is re-read every pass
     assert stats["bytes_from_disk"] >= stats["fills"] * smallest  # bytes are counted, not assumed
     assert stats["direct_io"] is True
+    if cpu_computes() and len(layers) == 18:  # some streamed tensors are repacked, converted at every fill
+        assert stats["repack_bytes"] > 0 and stats["bytes_repacked"] >= (passes - 1) * stats["repack_bytes"] // slots
+
+
+@pytest.mark.skipif(not cpu_computes(), reason="repacking is what the CPU does")
+def test_negative_control_streaming_without_repacking_differs(default_model, resident):
+    """With the repack overrides disabled (the loader of before), the comparison must notice."""
+    st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2), repack=False)
+    model = st.load_model()
+    try:
+        _, logits = _greedy(model, st.eval_filter)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    assert stats["repack_bytes"] == 0
+    assert not np.array_equal(logits, resident[1])
 
 
 def test_batched_prompt_in_several_ubatches(default_model, resident):
@@ -78,16 +117,7 @@ def test_a_prompt_of_over_32_tokens_in_one_batch(default_model):
     """Prefill as one ubatch of ~90 tokens (the batch size from which llama.cpp's scheduler offloads host
     weights' ops to a GPU): streamed equals resident, bit for bit."""
     prompt = " ".join([PROMPT] * 5)
-
-    reader = DirectReader(default_model)
-    load = OwnedLoad(default_model, reader, lambda name: False)   # resident, through the same loader
-    model = load.load(h.ModelParams(n_gpu_layers=-1, load_mode="none", use_extra_bufts=False))
-    load.close()
-    reader.close()
-    try:
-        ref_toks, ref_logits = greedy_with_logits(model, None, n=8, ubatch=512, n_ctx=256, prompt=prompt)
-    finally:
-        model.close()
+    ref_toks, ref_logits = reference_greedy(default_model, n=8, ubatch=512, n_ctx=256, prompt=prompt)
     st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2))
     model = st.load_model()
     try:

@@ -8,11 +8,18 @@ needed), marks N's slot busy, and issues reads for the next streamed layers whos
 A slot is never overwritten while its layer may still compute (only the current layer's slot is
 busy, and a slot whose layer was prefetched but not yet used is never taken), and never used
 before its reads completed.
+
+On the CPU, streamed tensors that llama.cpp's default load repacks (`repack.py`) compute from storage
+of that buffer type (`RepackSlots`, per slot), as in `--mode resident`: a fill's reads land in the host
+slot's raw bytes, and the completion of its last read (on a reader thread, off the decode thread)
+converts them with `ggml_backend_tensor_set`; the fill's futures include that conversion, so a layer is
+never used before it finished. Other tensors compute in place from the host slot.
 """
 from __future__ import annotations
 
 import ctypes
 import logging
+import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
@@ -21,8 +28,10 @@ from hypura_llama import SPLIT, LlamaModel, ModelParams, ffi, lib
 
 from .base import Streamer
 from .directio import StreamError
+from .directio import align_up
 from .loader import AlignedBuffer, OwnedLoad
-from .pool import DeviceSlotPool, HostSlotPool, LayerLayout, PinnedWindow
+from .pool import DeviceSlotPool, HostSlotPool, LayerLayout, PinnedWindow, RepackSlots
+from .repack import by_buffer_type
 from .spec import DENSE_FFN, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -32,12 +41,16 @@ class DenseStreamer(Streamer):
     """Streams the dense FFN tensors of `spec.layers` through `spec.n_slots` slots."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True,
-                 trigger: str = "ffn_norm-") -> None:
+                 trigger: str = "ffn_norm-", repack: bool = True) -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
-        the CPU backend). `trigger` is the node before which a layer's weights must be resident;
-        only negative controls in the tests change it. `spec.ram_layers` are read from disk once into
+        the CPU backend). `trigger` is the node before which a layer's weights must be resident, and
+        `repack=False` loads every weight in plain storage (llama.cpp's default load would not):
+        only negative controls in the tests change them. `spec.ram_layers` are read from disk once into
         a RAM copy (pinned with a GPU) and filled from there, never re-read."""
         super().__init__(spec, device, io_threads, direct_io)
+        self.repack = repack and device is None
+        self.repack_slots: list[RepackSlots] = []
+        self._convert: list[list[tuple[RepackSlots, object, int]]] = []   # per layer: (storage, tensor, raw offset)
         self.ram_layers = set(spec.ram_layers)
         self._ram_copy: AlignedBuffer | PinnedWindow | None = None
         self._ram_off: dict[int, int] = {}
@@ -60,7 +73,7 @@ class DenseStreamer(Streamer):
     # -- loading --------------------------------------------------------------------------
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
-        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
+        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed, repack=None if self.repack else False)
         try:
             model = owned.load(params)
         finally:
@@ -77,17 +90,51 @@ class DenseStreamer(Streamer):
         self.pool = (HostSlotPool(self.n_slots, slot_size) if self.device is None
                      else DeviceSlotPool(self.device, self.n_slots, slot_size,
                                          staging=any(layer not in self.ram_layers for layer in self.layers)))
+        repacked = self._repack_storage(owned)
         for k, lay in enumerate(self.layouts):
-            tensors = []
+            tensors, convert = [], []
             for name, off in lay.tensor_slot_offset.items():
-                self.pool.repoint(owned.streamed[name], k % self.n_slots, off)
-                tensors.append((owned.streamed[name], off))
+                t = owned.streamed[name]
+                if name in repacked:
+                    storage, at = repacked[name][k]
+                    storage.repoint(t, k % self.n_slots, at)
+                    convert.append((storage, t, off))
+                else:
+                    self.pool.repoint(t, k % self.n_slots, off)
+                tensors.append((t, off))
             self._layer_tensors.append(tensors)
+            self._convert.append(convert)
         self._load_ram_tier()
         self._loaded()
-        log.info("dense streaming: %d layers through %d slots of %.1f MiB", len(self.layers), self.n_slots,
-                 self.pool.slot_size / 2**20)
+        log.info("dense streaming: %d layers through %d slots of %.1f MiB (+%.1f MiB repacked storage)",
+                 len(self.layers), self.n_slots, self.pool.slot_size / 2**20,
+                 sum(r.nbytes for r in self.repack_slots) / 2**20)
         return model
+
+    def _repack_storage(self, owned: OwnedLoad) -> dict[str, dict[int, tuple[RepackSlots, int]]]:
+        """Per-slot storage of each buffer type the streamed tensors repack into, sized for the largest
+        layer; {name: {streamed index: (storage, offset in a slot)}}."""
+        decisions = {n: owned.repack_buffer_type(n) for n in owned.streamed}
+        out: dict[str, dict[int, tuple[RepackSlots, int]]] = {}
+        for buft, names in by_buffer_type({n: b for n, b in decisions.items() if b is not None}).values():
+            align = max(64, int(buft.alignment))
+            wanted = set(names)
+            offsets: list[dict[str, int]] = []
+            largest = 1
+            for lay in self.layouts:
+                pos, at = 0, {}
+                for t in lay.tensors:
+                    if t.name in wanted:
+                        at[t.name] = pos
+                        pos += align_up(t.size, align)
+                offsets.append(at)
+                largest = max(largest, pos)
+            slots = RepackSlots(buft, self.n_slots, largest)
+            self.repack_slots.append(slots)
+            for k, at in enumerate(offsets):
+                for name, off in at.items():
+                    out.setdefault(name, {})[k] = (slots, off)
+        return out
 
     def _load_ram_tier(self) -> None:
         ram = [k for k, layer in enumerate(self.layers) if layer in self.ram_layers]
@@ -121,22 +168,31 @@ class DenseStreamer(Streamer):
             src = self._ram_off[k]
             if self.device is None:
                 dst = int(ffi.cast("uintptr_t", self.pool.mem.ptr)) + s * self.pool.slot_size
-                self._futures[s] = [self.reader.pool.submit(ctypes.memmove, dst, src, self.layouts[k].size)]
+                futs = [self.reader.pool.submit(ctypes.memmove, dst, src, self.layouts[k].size)]
             else:
-                self._futures[s] = []
-            self._owner[s] = k
-            self._uploaded[s] = self.device is None
-            self.fills += 1
-            return
-        lay = self.layouts[k]
-        view = self.pool.slot_view(s)
-        futs: list[Future] = []
-        for span in lay.spans:
-            futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length], span.file_offset))
+                futs = []
+        else:
+            lay = self.layouts[k]
+            view = self.pool.slot_view(s)
+            futs = []
+            for span in lay.spans:
+                futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length],
+                                               span.file_offset))
+        if self._convert[k]:
+            futs = [*futs, _after(list(futs), self._converter(k, s))]
         self._owner[s] = k
         self._futures[s] = futs
         self._uploaded[s] = self.device is None
         self.fills += 1
+
+    def _converter(self, k: int, s: int):
+        """Convert layer k's repacked tensors from slot s's raw bytes into their storage."""
+        base = int(ffi.cast("uintptr_t", self.pool.mem.ptr)) + s * self.pool.slot_size
+
+        def convert() -> None:
+            for storage, t, off in self._convert[k]:
+                storage.fill(t, base + off)
+        return convert
 
     def _upload_ready(self) -> None:
         """Start uploads (device pools) of slots whose reads have all completed."""
@@ -192,26 +248,61 @@ class DenseStreamer(Streamer):
         # so that bytes_from_disk and fills describe the same reads (at most a few slots' worth).
         futures_wait([f for futs in self._futures for f in futs])
         per_pass = sum(lay.size for lay in self.layouts if lay.key not in self.ram_layers)
-        common = self._stream_stats(self.pool.nbytes if self.pool else 0, per_pass,
+        common = self._stream_stats((self.pool.nbytes if self.pool else 0) + sum(r.nbytes for r in self.repack_slots), per_pass,
                                     self.bytes_from_disk / self.passes if self.passes else per_pass,
                                     self.streamed_on_device())
         return {
             **common.as_dict(), "slots": self.n_slots, "fills": self.fills, "prefetch_hits": self.prefetch_hits,
             "eval_callbacks": self.eval_filter.n_calls, "bytes_uploaded": getattr(self.pool, "uploaded_bytes", 0),
             "python_callbacks": self.eval_filter.n_python,
+            "repack_bytes": sum(r.nbytes for r in self.repack_slots),
+            "bytes_repacked": sum(r.converted_bytes for r in self.repack_slots),
         }
 
     def streamed_on_device(self) -> bool:
         """True when every streamed weight lives in device (non-host) memory: the scheduler can
         then only run their matmuls on that device (the CPU backend cannot read VRAM)."""
         tensors = [t for layer in self._layer_tensors for t, _ in layer]
-        return bool(tensors) and all(not lib.ggml_backend_buffer_is_host(t.buffer) for t in tensors)
+        return (self.device is not None and bool(tensors)
+                and all(not lib.ggml_backend_buffer_is_host(t.buffer) for t in tensors))
 
     def close(self) -> None:
         self.reader.close()
         if self.pool is not None:
             self.pool.close()
             self.pool = None
+        for r in self.repack_slots:
+            r.close()
+        self.repack_slots = []
         if self._ram_copy is not None:
             self._ram_copy.close()
             self._ram_copy = None
+
+
+def _after(futs: list[Future], fn) -> Future:
+    """A future for `fn()` run when every future of `futs` has completed (on the thread that completed the
+    last one; at once when there are none); it fails with the first of their errors, or fn's."""
+    done: Future = Future()
+    left = [len(futs)]
+    lock = threading.Lock()
+
+    def run(_=None) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] > 0:
+                return
+        try:
+            for f in futs:
+                f.result()
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by whoever waits on `done`
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    if not futs:
+        left[0] = 1
+        run()
+    for f in futs:
+        f.add_done_callback(run)
+    return done

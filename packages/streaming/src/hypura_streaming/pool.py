@@ -7,6 +7,7 @@ in place and every tensor points at its exact bytes inside its span.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from hypura_llama import ffi, lib
@@ -109,6 +110,48 @@ class HostSlotPool:
             lib.ggml_backend_buffer_free(self.buffer)
             self.buffer = None
             self.mem.close()
+
+
+class RepackSlots:
+    """Per-slot storage in one CPU extra buffer type (CPU_REPACK …) for the streamed tensors that
+    llama.cpp's default load repacks: a Hypura-owned buffer of that type, `n_slots` regions of
+    `slot_size` bytes. A tensor re-pointed here gets the buffer's per-tensor traits (`extra`, set by
+    `ggml_backend_buffer_init_tensor`), and is filled only by `fill`: `ggml_backend_tensor_set`, which
+    converts the file's bytes (staged in the host slot) into the buffer type's layout."""
+
+    def __init__(self, buffer_type, n_slots: int, slot_size: int) -> None:
+        self.buffer_type = buffer_type
+        self.align = max(64, int(buffer_type.alignment))
+        self.n_slots = n_slots
+        self.slot_size = align_up(slot_size, self.align)
+        self.buffer = buffer_type.allocate(self.n_slots * self.slot_size)
+        self.converted_bytes = 0
+        self._lock = threading.Lock()
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffer.size
+
+    def repoint(self, tensor, slot: int, offset: int) -> None:
+        """Point a model tensor at `offset` in `slot` (before the first graph is built) and let the
+        buffer set its traits."""
+        tensor.buffer = self.buffer.handle
+        tensor.data = ffi.cast("void *", self.buffer.base + slot * self.slot_size + offset)
+        tensor.extra = ffi.NULL
+        if lib.ggml_backend_buffer_init_tensor(self.buffer.handle, tensor) != 0 or tensor.extra == ffi.NULL:
+            raise LlamaError(f"{self.buffer_type.name} cannot hold {ffi.string(tensor.name).decode()}")
+
+    def fill(self, tensor, source: int) -> None:
+        """Convert the tensor's file bytes at host address `source` into its storage (any thread)."""
+        n = lib.ggml_nbytes(tensor)
+        lib.ggml_backend_tensor_set(tensor, ffi.cast("void *", source), 0, n)
+        with self._lock:
+            self.converted_bytes += n
+
+    def close(self) -> None:
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
 
 
 class DeviceSlotPool:
