@@ -37,6 +37,12 @@ ADAPTERS: dict[str, ArchAdapter] = {a.name: a for a in (
     ArchAdapter("qwen3", _COMMON_NORMS),
     ArchAdapter("qwen2moe", {**_COMMON_NORMS, "ffn_gate_inp_shexp": "shared_expert"}, moe=True),
     ArchAdapter("qwen3moe", _COMMON_NORMS, moe=True),
+    # Qwen3.5 MoE: gated delta-net (recurrent) layers between full-attention ones; their ssm_* weights are the
+    # layer's token mixer, resident like attention
+    ArchAdapter("qwen35moe", {**_COMMON_NORMS, "ffn_gate_inp_shexp": "shared_expert", "post_attention_norm": "norm",
+                              "ssm_norm": "norm", **{k: "attention" for k in ("ssm_a", "ssm_alpha", "ssm_beta",
+                                                                               "ssm_conv1d", "ssm_dt", "ssm_out")}},
+                moe=True),
     ArchAdapter("deepseek2", {**_COMMON_NORMS, "attn_q_a_norm": "norm", "attn_kv_a_norm": "norm",
                               "attn_q_a": "attention", "attn_q_b": "attention", "attn_kv_a_mqa": "attention",
                               "attn_k_b": "attention", "attn_v_b": "attention", "attn_kv_b": "attention",

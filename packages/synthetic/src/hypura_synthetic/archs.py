@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .presets import ArchShape
-from .tensors import TensorSpec as T
+from .tensor_spec import TensorSpec as T
 
 
 def _attn(s: ArchShape, p: str, *, q_mult: int = 1, qk_norm: str = "", o_bias: bool = False) -> list[T]:

@@ -2,19 +2,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
+from . import archs
 from .presets import ArchShape
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """``shape`` is ggml's ``ne`` (innermost first); ``kind`` picks the values: ``weight`` (quantized matrix),
-    ``norm`` (ones), ``bias`` (small zero-mean), ``router`` (F32, skewable), ``zeros``."""
-    name: str
-    shape: tuple[int, ...]
-    kind: str
+from .tensor_spec import TensorSpec
 
 
 def _attention(s: ArchShape, i: int) -> list[TensorSpec]:
@@ -67,7 +59,6 @@ def _ffn(s: ArchShape, i: int) -> list[TensorSpec]:
 
 def tensor_specs(s: ArchShape) -> list[TensorSpec]:
     """Every tensor of the model, in file order (embedding, layers, output)."""
-    from . import archs
     if s.arch in archs.LAYOUTS:
         return archs.tensor_specs(s)
     out = [TensorSpec("token_embd.weight", (s.n_embd, s.n_vocab), "weight")]
@@ -107,7 +98,6 @@ def model_kv(s: ArchShape) -> dict[str, Any]:
         kv.update({f"{a}.leading_dense_block_count": s.n_dense_lead, f"{a}.expert_shared_count": s.n_expert_shared,
                    f"{a}.expert_weights_scale": float(s.expert_weights_scale), f"{a}.expert_weights_norm": True,
                    f"{a}.expert_gating_func": s.expert_gating_func})
-    from . import archs
     if a in archs.LAYOUTS:
         kv.update(archs.family_kv(s))
     return kv
