@@ -147,3 +147,33 @@ ggml_backend_buffer_type_t hypura_cpu_extra_buft(enum ggml_type type, int64_t ne
     ggml_free(ctx);
     return found;
 }
+
+/* A memory-mapped model file that shrinks under the process (truncated, rewritten in place) turns the next
+ * read of a page past its new end into SIGBUS, inside llama.cpp's compute threads: nothing can be resumed
+ * there. hypura_report_bus_errors installs a handler that writes one line (the caller's message) to stderr
+ * and exits with status 74 (EX_IOERR) instead of a core dump and a page of backtrace. */
+#include <signal.h>
+#include <unistd.h>
+
+static char hypura_bus_msg[1024];
+static size_t hypura_bus_len;
+
+static void hypura_on_sigbus(int sig) {
+    (void) sig;
+    ssize_t ignored = write(2, hypura_bus_msg, hypura_bus_len);
+    (void) ignored;
+    _exit(74);
+}
+
+int hypura_report_bus_errors(const char * message) {
+    size_t n = strlen(message);
+    if (n >= sizeof hypura_bus_msg - 1) n = sizeof hypura_bus_msg - 2;
+    memcpy(hypura_bus_msg, message, n);
+    hypura_bus_msg[n] = '\n';
+    hypura_bus_len = n + 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = hypura_on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGBUS, &sa, NULL);
+}

@@ -20,6 +20,8 @@ int  hypura_filter_add_rule(hypura_filter * f, const char * prefix, const char *
 void hypura_filter_set_layer(hypura_filter * f, int rule, int layer, int enabled);
 bool hypura_eval_cb(struct ggml_tensor * t, bool ask, void * user_data);
 bool hypura_abort_cb(void * flag);
+/* SIGBUS (a memory-mapped model file shrank) → `message` on stderr, exit status 74. 0: installed. */
+int  hypura_report_bus_errors(const char * message);
 /* llama.cpp's default-load choice of CPU extra buffer type (CPU_REPACK, …) for a MUL_MAT (n_dims 2) or
  * MUL_MAT_ID (n_dims 3) weight; NULL: plain CPU memory. */
 ggml_backend_buffer_type_t hypura_cpu_extra_buft(enum ggml_type type, int64_t ne0, int64_t ne1, int64_t ne2,

@@ -11,7 +11,7 @@ from .backend import Buffer, BufferType, Device, cpu_weight_buffer_type, devices
 from .context import ContextParams, LlamaContext, default_threads
 from .errors import DecodeError, LlamaError, check_null, check_rc
 from .evalcb import NOTE, SPLIT, EvalFilter, tensor_name
-from .model import LOAD_MODES, LlamaModel, ModelParams
+from .model import LOAD_MODES, LlamaModel, ModelParams, report_bus_errors
 from .overhead import estimate_overhead
 from .sampler import Sampler, SamplerSettings
 from .userload import load_from_user
@@ -37,5 +37,5 @@ __all__ = [
     "LlamaContext", "LlamaError", "LlamaModel", "ModelParams", "NOTE", "SPLIT", "Sampler", "SamplerSettings",
     "backend_name", "check_null", "check_rc", "cpu_weight_buffer_type", "default_threads", "devices", "ensure_init",
     "estimate_overhead", "ffi", "gpu_devices", "initialised", "lib", "list_devices", "load_from_user",
-    "measure_upload_bandwidth", "system_info", "tensor_name",
+    "measure_upload_bandwidth", "report_bus_errors", "system_info", "tensor_name",
 ]

@@ -159,3 +159,10 @@ class LlamaModel(Owned):
             buf = ffi.new("char[]", -n)
             n = lib.llama_detokenize(self.vocab, arr, len(tokens), buf, -n, remove_special, unparse_special)
         return ffi.unpack(buf, n).decode("utf-8", "replace")
+
+
+def report_bus_errors(message: str) -> None:
+    """From now on a SIGBUS — a memory-mapped model file that shrank under this process (truncated or rewritten
+    in place while llama.cpp reads it) — writes `message` as one line to stderr and exits with status 74, instead
+    of a core dump: nothing can be resumed inside llama.cpp's compute threads."""
+    check_rc(lib.hypura_report_bus_errors(message.encode("utf-8", "replace")), "could not install the SIGBUS handler")

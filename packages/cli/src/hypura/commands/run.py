@@ -37,6 +37,11 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("no prompt: pass -p PROMPT or pipe text to standard input")
         prompt = sys.stdin.read()
     name, path = resolve_model(args.model)
+    from hypura_llama import report_bus_errors
+
+    # resident runs read the file through a memory map: if it shrinks under us, one line instead of a core dump
+    report_bus_errors(f"hypura: {path}: the model file changed while it was being read (truncated or rewritten "
+                      f"under its memory map): stopped")
     runner = Runner(path, load_options_from_args(args), name=name)
     try:
         if args.raw:
