@@ -1,8 +1,15 @@
 """The memory expert streaming owns, and how llama.cpp's tensors come to point into it.
 
 - The cache region: `n_slots` slots per kind (host memory wrapped as a ggml CPU buffer, or VRAM), into
-  which each streamed layer's fused expert tensors are re-pointed with `ne[2] = n_slots`, so MUL_MAT_ID
-  indexes cache slots instead of experts.
+  which each streamed layer's per-expert tensors are re-pointed with `ne[expert dim] = n_slots` and
+  `nb[expert dim]` = the kind's slot size, so MUL_MAT_ID (and ADD_ID for biases) index cache slots instead
+  of experts, each layer with its own type.
+- Repacked experts (host): where llama.cpp's default CPU load keeps a layer's experts in CPU_REPACK, the
+  region is that buffer type's memory and the layer's tensor lives in it (its `extra`, the repack
+  traits, set by the buffer); an expert is written there only through `ggml_backend_tensor_set` on a
+  one-expert view (which repacks: 8-row groups, so one expert converts alone when its rows are a multiple
+  of 8; checked: the view gets the same traits as the tensor). The layers whose type is not repacked use
+  a plain CPU buffer over the same memory (a slot holds any layer's expert in turn).
 - The RAM cache tier behind a device cache (pinned host memory; plain host memory with a host cache).
 - Staging buffers for reads, one per reader thread (`StagingPool`: a buffer is given back exactly once).
 - Per-expert side tensors the file lacks (llama.cpp's optional `*_exps.scale`/`.bias`, neutral values):
@@ -16,6 +23,7 @@ import queue
 from hypura_llama import ffi, lib
 
 from ..loader import AlignedBuffer, OwnedLoad
+from ..directio import ALIGN, align_up
 from ..pool import MMQ_PAD, PinnedWindow
 from ..spec import EXPS
 from .layout import ExpertLayout
@@ -65,18 +73,30 @@ class StagingPool:
 class ExpertMemory:
     """Cache region, RAM tier, staging and side tensors for `layout` on `device` (None: host)."""
 
-    def __init__(self, layout: ExpertLayout, device, n_staging: int) -> None:
+    def __init__(self, layout: ExpertLayout, device, n_staging: int, repack_buft=None) -> None:
+        """`repack_buft`: the CPU extra buffer type (`hypura_llama.BufferType`) of the layout's repacked
+        keys (host only; None when none is repacked)."""
         self.layout = layout
         self.device = device
         self._region: AlignedBuffer | None = None
+        self._repack_mem = None
+        self.repack_buffer = None
         self._vram = None
         self._side: list = []
         self._ram_mem = None
-        self.kind_tensor: dict[str, object] = {}   # one streamed tensor per kind: the target of uploads
+        self.tensors: dict[tuple[int, str], object] = {}   # (layer, kind) -> its re-pointed tensor
         if device is None:
-            self._region = AlignedBuffer(layout.region_bytes)
-            self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self._region.ptr, self._region.size)
-            self._base = self._region.ptr
+            if layout.repacked:
+                if repack_buft is None:
+                    raise ValueError("repacked experts need the CPU extra buffer type they are repacked for")
+                self._repack_mem = repack_buft.allocate(layout.region_bytes + ALIGN)
+                self.repack_buffer = self._repack_mem.handle
+                self._base = ffi.cast("char *", align_up(self._repack_mem.base))
+                self._view = memoryview(ffi.buffer(self._base, max(layout.region_bytes, 1)))
+            else:
+                self._region = AlignedBuffer(layout.region_bytes)
+                self._base, self._view = self._region.ptr, self._region.view
+            self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self._base, max(layout.region_bytes, 1))
         else:
             self._vram = device.buffer_type.allocate(layout.region_bytes + MMQ_PAD)
             self._vram.clear(0)
@@ -94,41 +114,71 @@ class ExpertMemory:
         self.staging = StagingPool(n_staging, layout.staging_bytes, device)
 
     def repoint(self, layer: int, kind: str, t) -> None:
-        """Point layer `layer`'s `kind` tensor at its slots (before the first graph is built)."""
-        k = self.layout.kinds[kind]
-        t.buffer = self.buffer
+        """Point layer `layer`'s `kind` tensor at its slots (before the first graph is built): its own type,
+        `n_slots` experts `slot` bytes apart; a repacked one in the repack buffer with the traits it sets."""
+        k, d = self.layout.kinds[kind], self.layout.kinds[kind].expert_dim
+        repacked = (layer, kind) in self.layout.repacked
+        t.buffer = self.repack_buffer if repacked else self.buffer
         t.data = self._base + self.layout.slot_offset(layer, kind, 0)
-        t.ne[2] = self.layout.n_slots
-        t.nb[2] = k.slot
-        t.nb[3] = self.layout.n_slots * k.slot
-        self.kind_tensor[kind] = t
+        t.ne[d] = self.layout.n_slots
+        t.nb[d] = k.slot
+        for i in range(d + 1, 4):
+            t.nb[i] = t.nb[i - 1] * t.ne[i - 1]
+        t.extra = ffi.NULL
+        if repacked:
+            lib.ggml_backend_buffer_init_tensor(self.repack_buffer, t)
+            if t.extra == ffi.NULL or self.layout.n_slots < 2:   # MUL_MAT_ID runs repacked on 3-D weights
+                raise ValueError(f"tensor {ffi.string(t.name).decode()}: the CPU has no repacked layout for it "
+                                 f"with {self.layout.n_slots} slots")
+        self.tensors[(layer, kind)] = t
 
     # -- addresses (host) -----------------------------------------------------------------
     def slot_ptr(self, layer: int, kind: str, slot: int):
         """Host address of `slot` as layer `layer`'s `kind` tensor sees it (host caches only)."""
-        return self._region.ptr + self.layout.slot_offset(layer, kind, slot)
+        return self._base + self.layout.slot_offset(layer, kind, slot)
 
     def region_view(self, offset: int, size: int) -> memoryview:
         """`size` bytes of the host cache region from `offset` (an O_DIRECT destination)."""
-        return self._region.view[offset:offset + size]
+        return self._view[offset:offset + size]
 
     def region_offset(self, ptr) -> int:
-        return int(ffi.cast("uintptr_t", ptr)) - int(ffi.cast("uintptr_t", self._region.ptr))
+        return int(ffi.cast("uintptr_t", ptr)) - int(ffi.cast("uintptr_t", self._base))
 
     def ram_ptr(self, ram_slot: int, kind: str):
         return self.ram_base + self.layout.ram_slot_offset(ram_slot, kind)
 
     # -- filling slots ------------------------------------------------------------------------
     def deliver(self, layer: int, kind: str, src, slot: int) -> None:
-        """Copy one expert of one kind from host memory into its cache slot (device: an upload)."""
-        stride = self.layout.kinds[kind].stride
+        """Copy one expert of one kind from host memory (file layout) into its cache slot (device: an
+        upload; repacked: converted)."""
+        nb = self.layout.nbytes[(layer, kind)]
         if self.device is None:
-            memmove(self.slot_ptr(layer, kind, slot), src, stride)
+            self.put(layer, kind, slot, 0, src, nb)
         else:
-            lib.ggml_backend_tensor_set(self.kind_tensor[kind], src, slot * stride, stride)
+            self.upload((layer, kind), src, slot * self.layout.kinds[kind].slot, nb)
 
-    def upload(self, kind: str, src, dst_offset: int, nb: int) -> None:
-        lib.ggml_backend_tensor_set(self.kind_tensor[kind], src, dst_offset, nb)
+    def put(self, layer: int, kind: str, slot: int, pos: int, src, nb: int) -> None:
+        """Write `nb` bytes of one expert in the file's layout, from host memory `src`, at `pos` within its
+        host slot: copied, or (repacked) converted by `ggml_backend_tensor_set` on a one-expert view."""
+        dst = self.slot_ptr(layer, kind, slot) + pos
+        if (layer, kind) not in self.layout.repacked:
+            memmove(dst, src, nb)
+            return
+        t = self.tensors[(layer, kind)]
+        row = int(t.nb[1])
+        view = ffi.new("struct ggml_tensor *")
+        view.type = t.type
+        view.ne[0], view.ne[1], view.ne[2], view.ne[3] = int(t.ne[0]), nb // row, 1, 1
+        view.nb[0], view.nb[1], view.nb[2], view.nb[3] = int(t.nb[0]), row, nb, nb
+        view.buffer, view.data = self.repack_buffer, dst
+        lib.ggml_backend_buffer_init_tensor(self.repack_buffer, view)
+        if nb % row or view.extra != t.extra:
+            raise ValueError(f"tensor {ffi.string(t.name).decode()}: {nb // row} rows of one expert do not repack "
+                             "as the whole tensor does")
+        lib.ggml_backend_tensor_set(view, src, 0, nb)
+
+    def upload(self, key: tuple[int, str], src, dst_offset: int, nb: int) -> None:
+        lib.ggml_backend_tensor_set(self.tensors[key], src, dst_offset, nb)
 
     def resize_side_tensors(self, owned: OwnedLoad, layers) -> None:
         """Per-expert side tensors the file lacks (scales, biases: llama.cpp's optional `*_exps.scale` /
@@ -161,7 +211,9 @@ class ExpertMemory:
     # -- reporting ------------------------------------------------------------------------
     @property
     def cache_bytes(self) -> int:
-        return self._vram.size if self._vram is not None else self._region.size
+        if self._vram is not None:
+            return self._vram.size
+        return self._region.size if self._region is not None else self.layout.region_bytes
 
     @property
     def ram_cache_bytes(self) -> int:
@@ -184,10 +236,15 @@ class ExpertMemory:
             self._ram_mem = None
         self.staging.close()
         self._base = None          # the cdata exporting the region, likewise
+        self._view = None
         if self._vram is not None:
             self._vram.close()
             self._vram = None
         elif self.buffer is not None:
-            lib.ggml_backend_buffer_free(self.buffer)
-            self._region.close()
-        self.buffer = None
+            lib.ggml_backend_buffer_free(self.buffer)   # wraps the region's memory: freed before it
+            if self._region is not None:
+                self._region.close()
+            if self._repack_mem is not None:
+                self._repack_mem.close()
+                self._repack_mem = None
+        self.buffer = self.repack_buffer = None

@@ -2,7 +2,8 @@
 
 A read of one expert of one kind goes straight into its host slot where the layout allows it (whole
 pages; see layout.py), else into a staging buffer: copied into the host slot, or returned as pending
-uploads for the decode thread (device caches: only that thread talks to the GPU). With a RAM-cache slot
+uploads for the decode thread (device caches: only that thread talks to the GPU); an expert the CPU keeps
+repacked is converted from staging into its slot by the reading thread (memory.py). With a RAM-cache slot
 the bytes are kept there too. Every staging buffer goes back to the pool exactly once, whether the read
 succeeds, fails, or is abandoned (a speculative read the router did not ask for).
 """
@@ -46,7 +47,7 @@ class ExpertReads:
         the bytes are also kept in that RAM-cache slot; `slot` None: only there. With `cancel` (a
         speculative read): in SPECULATIVE_PIECE pieces, raising Abandoned once it is set."""
         mem = self.memory
-        stride = self.layout.kinds[kind].stride
+        slot_bytes = self.layout.kinds[kind].slot
         host = mem.device is None
         pos = at = 0
         uploads = []
@@ -72,9 +73,9 @@ class ExpertReads:
                 if ram_slot is not None:
                     memmove(mem.ram_ptr(ram_slot, kind) + pos, src, nb)
                 if slot is not None and host:
-                    memmove(mem.slot_ptr(layer, kind, slot) + pos, src, nb)
+                    mem.put(layer, kind, slot, pos, src, nb)
                 elif slot is not None:
-                    uploads.append((src, slot * stride + pos, nb))
+                    uploads.append((src, slot * slot_bytes + pos, nb))
                 pos += nb
         except BaseException:
             mem.staging.give_back(stage)
@@ -82,7 +83,7 @@ class ExpertReads:
         if host or slot is None:
             mem.staging.give_back(stage)
             return None
-        return kind, stage, uploads
+        return (layer, kind), stage, uploads
 
     def _read_in_place(self, dst, src: int, nb: int, stage, cancel: threading.Event | None) -> None:
         """Read the `nb` file bytes at `src` to host address `dst` (congruent to `src` modulo a page): the
@@ -133,10 +134,10 @@ class ExpertReads:
 
     def upload(self, pending) -> None:
         """Upload what a device read left in pinned staging, then give the staging back."""
-        kind, stage, uploads = pending
+        key, stage, uploads = pending
         try:
             for src, dst_offset, nb in uploads:
-                self.memory.upload(kind, src, dst_offset, nb)
+                self.memory.upload(key, src, dst_offset, nb)
         finally:
             self.memory.staging.give_back(stage)
 

@@ -40,6 +40,11 @@ def expert_stats(st) -> dict:
         "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in cache.hit_rate_by_layer().items()},
         "io_saved_fraction": round(1 - st.expert_bytes_read / (whole * st.passes), 4) if st.passes else 0,
         "in_place_fraction": round(st.in_place_fraction, 4),
+        "repacked_fraction": round(lay.repacked_fraction, 4) if lay is not None else 0.0,
+        # one cache slot holds the largest expert of each kind across the streamed layers; the mean expert
+        # (every kind) is what a slot would need with one type per kind: the difference is what per-layer types cost
+        "slot_bytes": lay.ram_stride if lay is not None else 0,
+        "expert_bytes_mean": round(lay.slot_bytes_mean) if lay is not None else 0,
         "staging_bytes": st.memory.staging.nbytes if st.memory is not None else 0,
         # experts whose down matrix was read while the layer's gate/up matmuls computed
         "down_reads_overlapped": st.deferred_down_reads, "cache_policy": st.policy,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypura_llama import NOTE, SPLIT, LlamaModel, ModelParams
 
@@ -31,7 +31,7 @@ from ..cache import ExpertCache
 from ..directio import StreamError
 from ..loader import OwnedLoad
 from ..spec import EXPS, StreamSpec
-from .layout import ExpertLayout, ExpertTensor
+from .layout import ExpertLayout, ExpertTensor, kind_of
 from .memory import ExpertMemory
 from .prefetch import Prefetcher
 from .reads import ExpertReads
@@ -43,6 +43,15 @@ log = logging.getLogger(__name__)
 UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
 # the node after a layer's gate/up matmuls: fused or separate gate (after up), "_scaled" with per-expert scales
 AFTER_GATE_UP = ("gate_up", "gate_up_scaled", "gate", "gate_scaled")
+# The split before a layer's expert matmuls (after the router's ids were consumed, before the first expert matmul):
+# the reshape of the MoE FFN's input, `ffn_norm-N (reshaped)` in most architectures. Those that name the input
+# otherwise (llama.cpp's src/models/*.cpp), by `general.architecture`; llama4's input is unnamed, but it scales
+# the input by the expert weights first (`ffn_moe_weighted-N`). Expert streaming runs only the architectures
+# named here or in DEFAULT_SPLIT_ARCHS, each checked bit-identical to resident (tests/streaming/test_expert_archs.py).
+SPLIT_BEFORE_EXPERTS = {"gpt-oss": ("attn_post_norm-", " (reshaped)"), "qwen35moe": ("attn_post_norm-", " (reshaped)"),
+                        "glm4moe": ("post_attn_norm-", " (reshaped)"), "llama4": ("ffn_moe_weighted-", "")}
+DEFAULT_SPLIT_ARCHS = frozenset({"llama", "qwen2moe", "qwen3moe", "deepseek2", "minimax-m2", "ernie4_5-moe", "dots1",
+                                 "hunyuan-moe", "granitemoe", "olmoe"})
 
 
 @dataclass
@@ -106,8 +115,14 @@ class ExpertStreamer(Streamer):
         owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
         try:
             model = owned.load(params)
-            self._place(owned)
             meta = model.metadata()
+            arch = meta.get("general.architecture", "")
+            if arch in SPLIT_BEFORE_EXPERTS:
+                self.eval_filter.add_rule(*SPLIT_BEFORE_EXPERTS[arch], SPLIT, layers=self.layers)
+            elif arch not in DEFAULT_SPLIT_ARCHS:
+                raise ValueError(f"{self.path}: expert streaming does not support architecture {arch!r} yet (where "
+                                 "its MoE FFN starts is not known; use --mode resident or dense-stream)")
+            self._place(owned)
             self.guesses = Prefetcher(self.layers, self.n_expert, int(
                 meta.get(f"{meta.get('general.architecture')}.expert_used_count", 0)))
             if self.prefetch:
@@ -130,14 +145,21 @@ class ExpertStreamer(Streamer):
         return model
 
     def _place(self, owned: OwnedLoad) -> None:
-        """Lay the streamed tensors out, allocate the memory, and re-point the tensors into the cache."""
-        tensors = []
+        """Lay the streamed tensors out, allocate the memory, and re-point the tensors into the cache. On the
+        CPU, expert matrices of a type llama.cpp's default load repacks (CPU_REPACK; the owned load's
+        decision) are kept repacked, as the resident reference computes them."""
+        tensors, repack = [], {}
         for name, t in owned.streamed.items():
-            layer, kind, _ = EXPS.match(name).groups()
+            layer, kind, suffix = EXPS.match(name).groups()
             info = owned.index.tensors[name]
-            tensors.append(ExpertTensor(name, int(layer), kind, tuple(int(x) for x in t.ne),
-                                        tuple(int(x) for x in t.nb), info.size,
-                                        info.parts or ((info.offset, int(t.nb[2])),)))
+            buft = owned.repack_buffer_type(name) if self.device is None else None
+            if buft is not None:
+                repack[buft.name] = buft
+            et = ExpertTensor(name, int(layer), kind_of(kind, suffix), tuple(int(x) for x in t.ne),
+                              tuple(int(x) for x in t.nb), info.size, info.parts, buft is not None)
+            tensors.append(et if info.parts else replace(et, parts=((info.offset, et.nb[et.expert_dim]),)))
+        if len(repack) > 1:
+            raise ValueError(f"{self.path}: experts repacked for several CPU buffer types ({', '.join(repack)})")
         lay = self.layout = ExpertLayout.build(self.path, self.layers, tensors, self.n_slots, self.ram_slots,
                                                host=self.device is None)
         self.n_expert = lay.n_expert
@@ -147,10 +169,11 @@ class ExpertStreamer(Streamer):
         self.ram_slots = lay.ram_slots
         if self.ram_slots:
             self.ram_cache = ExpertCache(self.ram_slots, self.policy)
-        self.memory = ExpertMemory(lay, self.device, n_staging=self.reader.threads)
+        self.memory = ExpertMemory(lay, self.device, n_staging=self.reader.threads,
+                                   repack_buft=next(iter(repack.values()), None))
         for name, t in owned.streamed.items():
-            layer, kind, _ = EXPS.match(name).groups()
-            self.memory.repoint(int(layer), kind, t)
+            layer, kind, suffix = EXPS.match(name).groups()
+            self.memory.repoint(int(layer), kind_of(kind, suffix), t)
         self.memory.resize_side_tensors(owned, self._pos)
         self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
 
@@ -296,7 +319,7 @@ class ExpertStreamer(Streamer):
                                                   for kind in late], [s for _, s, _ in from_disk], ram_filling)
             self.deferred_down_reads += len(from_disk)
             self._arm(layer, True)
-        expert = self.layout.ram_stride   # bytes of one expert, every kind
+        expert = self.layout.expert_bytes(layer)   # bytes of one expert of this layer, every kind
         self.expert_bytes_read += (len(from_disk) + len(guessed_slots)) * expert
         if self._pass_is_decode:   # what the token rate pays (a prompt chunk reads the union of its tokens')
             self.needed_bytes += (len(from_disk) + n_prefetched) * expert
