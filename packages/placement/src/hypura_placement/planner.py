@@ -238,6 +238,18 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
 
 
+def _cache_slot_bytes(moe: list[_Unit], by_name: dict) -> int:
+    """Bytes of one expert-cache slot: the cache serves every streamed layer's experts, so each kind of
+    per-expert tensor (`ffn_down_exps.weight`, ...) takes the largest expert of that kind across those layers
+    (K-quant recipes give a kind other types by layer; the streamer's layout sizes its slots so)."""
+    largest: dict[str, int] = {}
+    for u in moe:
+        for name in u.names:
+            kind = name.split(".", 2)[-1]
+            largest[kind] = max(largest.get(kind, 0), by_name[name].nbytes // max(1, u.n_expert))
+    return sum(largest.values())
+
+
 def _hit_rates(routing: dict[int, dict[int, int]] | None, moe: list[_Unit], c_cache: int, r_cache: int,
                s_all: int, s_nvme: int, ctier: str) -> tuple[float, float, str]:
     """Hit rates of the compute-tier expert cache (all streamed MoE layers) and of the RAM cache behind it
@@ -279,7 +291,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
         plan.tiers[tier] += by_name[name].nbytes
     streamed = [u for u in units if u.tier != ctier]
     moe = [u for u in streamed if u.kind == "routed_expert"]
-    ebytes = max((u.expert_bytes for u in moe), default=0)
+    ebytes = _cache_slot_bytes(moe, by_name)
     s_all = sum(u.n_expert for u in moe)
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
     c_cache = min(s_all, left_c // ebytes) if ebytes else 0
@@ -302,7 +314,8 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     if r_cache:
         plan.reserved["ram"] = plan.reserved.get("ram", 0) + r_cache * ebytes
     plan.expert_cache = {"experts": {ctier: c_cache, **({"ram": r_cache} if ctier == "gpu" else {})},
-                         "expert_bytes": ebytes, "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
+                         "expert_bytes": ebytes, "expert_bytes_by_layer": {str(u.layer): u.expert_bytes for u in moe},
+                         "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
                          "model": hit_model}
     if any(u.kind == "routed_expert" for u in streamed):
         plan.mode = "expert-streaming"
