@@ -1,4 +1,6 @@
-"""Streaming through the engine and CLI: the plan's mode, same tokens as resident, bounded memory."""
+"""Streaming through the engine and CLI: the plan's mode, the same tokens (and on the CPU bit-identical logits)
+as THE reference — `--mode resident` with default settings, weights repacked where llama.cpp repacks them —
+and bounded memory."""
 from __future__ import annotations
 
 import json
@@ -14,18 +16,18 @@ from helpers import run_hypura
 FIXED_OVERHEAD = 320 << 20
 
 
-def _tokens_and_logits(runner, n=12):
+def _tokens_and_logits(runner, n=12, prompt="Why is the sky blue?"):
     logits = []
     opts = GenerateOptions(num_predict=n, sampling=SamplingOptions(temperature=0))
-    items = list(runner.generate(runner.tokenize("Why is the sky blue?"), opts,
+    items = list(runner.generate(runner.tokenize(prompt), opts,
                                  on_logits=lambda lg: logits.append(lg.copy())))
     return items[-1].tokens, np.stack(logits)
 
 
 def test_default_model_with_half_its_ffn_layers_streamed(default_model):
     """A RAM budget that forces at least half of the FFN layers to NVMe: same greedy tokens and
-    bit-identical logits as the fully resident run (same repack setting: none)."""
-    resident = Runner(default_model, LoadOptions(mode="resident", ctx=512, use_extra_bufts=False))
+    bit-identical logits as the reference."""
+    resident = Runner(default_model, LoadOptions(mode="resident", ctx=512))
     try:
         ref_toks, ref_logits = _tokens_and_logits(resident)
     finally:
@@ -46,6 +48,32 @@ def test_default_model_with_half_its_ffn_layers_streamed(default_model):
     assert toks == ref_toks
     assert np.array_equal(logits, ref_logits)
     assert stats["bytes_from_disk"] > 0 and stats["direct_io"]
+
+
+def test_the_issue_case_dense_stream_at_810m_equals_resident(default_model):
+    """Issue 14: `hypura run <default model> --raw --temp 0 -n 32 -p "Once upon a time" --mode dense-stream
+    --ram-budget 810M` gave other text than `--mode resident` (CPU_REPACK weights): now the same tokens,
+    bit-identical logits; and through the CLI, the same tokens."""
+    prompt = "Once upon a time"
+    resident = Runner(default_model, LoadOptions(mode="resident"))
+    try:
+        ref_toks, ref_logits = _tokens_and_logits(resident, n=32, prompt=prompt)
+    finally:
+        resident.close()
+    runner = Runner(default_model, LoadOptions(mode="dense-stream", ram_budget=810 << 20))
+    try:
+        toks, logits = _tokens_and_logits(runner, n=32, prompt=prompt)
+        stats = runner.stats()
+    finally:
+        runner.close()
+    assert stats["streamed_layers"] >= 1 and stats["bytes_from_disk"] > 0
+    assert toks == ref_toks
+    assert np.array_equal(logits, ref_logits)
+    cli = [run_hypura("run", str(default_model), "--raw", "--temp", "0", "-n", "32", "-p", prompt, "--json",
+                      "--mode", mode, "--ram-budget", "810M") for mode in ("resident", "dense-stream")]
+    assert all(r.returncode == 0 for r in cli), [r.stderr[-500:] for r in cli]
+    out = [json.loads(r.stdout) for r in cli]
+    assert out[1]["mode"] == "dense-stream" and out[1]["tokens"] == out[0]["tokens"] == toks
 
 
 @pytest.fixture(scope="module")
