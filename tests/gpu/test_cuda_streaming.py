@@ -61,8 +61,8 @@ def _backends_of(lines, pattern):
 
 
 def _resident(path, ubatch=512):
-    """The fully resident GPU run (llama.cpp's own loader)."""
-    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1, use_extra_bufts=False)) as m:
+    """The reference: the fully resident GPU run as `--mode resident` loads it (llama.cpp's defaults)."""
+    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1)) as m:
         return _greedy(m, ubatch=ubatch)
 
 
@@ -149,7 +149,7 @@ def test_expert_streaming_of_a_long_prompt_in_one_ubatch_on_the_gpu(tmp_path, gp
     finally:
         model.close()
         st.close()
-    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1, use_extra_bufts=False)) as m:
+    with h.LlamaModel.load(path, h.ModelParams(n_gpu_layers=-1)) as m:
         ref_toks, _ = greedy_with_logits(m, n=8, ubatch=512, n_ctx=512, prompt=prompt)
     assert n_prompt >= 32 and stats["passes"] == 1 + 8 and stats["streamed_ops_on_gpu"]
     assert toks == ref_toks
@@ -195,6 +195,38 @@ def test_expert_streaming_on_the_gpu(tmp_path, gpu, preset, qtype, slots, ram_sl
     if ram_slots and not warm:
         assert stats["ram_cache_hits"] > 0 and stats["bytes_from_ram"] > 0
     assert _backends_of(lines.lines, r".*") == {"CUDA0"}  # every MUL_MAT_ID (all MoE layers stream) on the GPU
+
+
+@pytest.mark.parametrize("preset,odd", [("mixtral-8x7b", "blk.1.ffn_down_exps.weight"), ("gpt-oss-20b", None)])
+def test_expert_streaming_of_per_layer_types_and_side_tensors_on_the_gpu(tmp_path, gpu, monkeypatch, preset, odd):
+    """Per-layer types (one layer's down experts Q8_0 among F16: slots sized for the largest, each layer's tensor
+    its own type with nb[2] = the slot size; assumed: CUDA's MUL_MAT_ID honours nb[2] as the CPU's does) and
+    gpt-oss's per-expert biases (ADD_ID by the remapped ids: slot-indexed side regions): resident's tokens."""
+    from gguf import GGMLQuantizationType
+
+    from hypura_synthetic import writer
+
+    if odd:
+        plain = writer._type_of
+        monkeypatch.setattr(writer, "_type_of",
+                            lambda t, q: GGMLQuantizationType.Q8_0 if t.name == odd else plain(t, q))
+    path = write_synthetic(tmp_path / "moe.gguf", preset, qtype="F16", **TINY[preset])
+    st = ExpertStreamer(StreamSpec.experts(path, range(TINY[preset]["layers"]), 4), device=gpu)
+    model = st.load_model()
+    lines = _Lines()
+    try:
+        toks, logits = _greedy(model, st.eval_filter, ubatch=st.max_ubatch, capture=lines)
+        stats = st.stats()
+        kinds = set(st.layout.kinds)
+    finally:
+        model.close()
+        st.close()
+    ref_toks, ref_logits = _resident(path, ubatch=st.max_ubatch)
+    print("max |logit - resident|:", np.abs(logits - ref_logits).max())
+    assert toks == ref_toks
+    assert odd or {"gate.bias", "up.bias", "down.bias"} <= kinds
+    assert stats["streamed_ops_on_gpu"] and stats["experts_loaded"] > 0
+    assert _backends_of(lines.lines, r".*") == {"CUDA0"}
 
 
 @pytest.mark.parametrize("preset,mode", [("llama3-70b", "dense-stream"), ("mixtral-8x7b", "expert-stream")])
