@@ -3,6 +3,9 @@ directory (never beside the model), read at load, and it changes which reads hap
 from __future__ import annotations
 
 import numpy as np
+import pytest
+
+import hypura_llama as h
 
 from hypura_engine import GenerateOptions, LoadOptions, Runner, SamplingOptions
 from hypura_engine.routing_stats import load_counts, stats_path
@@ -24,13 +27,16 @@ def test_warm_started_cache_reads_less_and_computes_the_same(tmp_path):
                 warm = st.warm_start(counts)
                 assert warm["warm_start_experts"] == 8 - 2     # all slots but one token's working set
             toks, logits = greedy_with_logits(model, st.eval_filter, n=10, ubatch=st.max_ubatch)
-            runs[phase] = (toks, logits, st.stats())
+            runs[phase], ubatch = (toks, logits, st.stats()), st.max_ubatch
             counts = st.routing_counts()
         finally:
             model.close()
             st.close()
     (ct, cl, cold), (wt, wl, warm) = runs["cold"], runs["warm"]
     assert wt == ct and np.array_equal(wl, cl)
+    with h.LlamaModel.load(path) as m:   # the reference: the default resident load (repacked Q4_0 experts)
+        ref_toks, ref_logits = greedy_with_logits(m, n=10, ubatch=ubatch)
+    assert ct == ref_toks and np.array_equal(cl, ref_logits)
     assert warm["experts_loaded"] < cold["experts_loaded"], (warm["experts_loaded"], cold["experts_loaded"])
     assert warm["bytes_from_disk"] < cold["bytes_from_disk"]   # warm-start reads count as loading
 
@@ -79,13 +85,20 @@ def test_unreadable_statistics_are_ignored(tmp_path):
         target.unlink(missing_ok=True)
 
 
-def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path):
+@pytest.mark.parametrize("qtype", ["F16", "Q4_K_M"])
+def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path, qtype):
     """Host cache slots are a page longer per expert tensor (experts read in place): the streamer the
     engine opens keeps the plan's slot count when the plan's unused RAM holds the padding, and fewer slots
-    otherwise — the RAM budget is never exceeded by it."""
+    otherwise — the RAM budget is never exceeded by it. Q4_K_M (llama-quantize): per-layer types, the plan's
+    slot is the largest expert of each kind, as the streamer's; repacked experts are staged, never in place."""
     from hypura_engine.planning import open_streamer, plan_for
 
-    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", layers=4, scale=8, vocab=512, qtype="F16")
+    path = write_synthetic(tmp_path / "moe.gguf", "mixtral-8x7b", layers=4, scale=8, vocab=512, qtype="F16",
+                           **({"align": 256} if qtype != "F16" else {}))
+    if qtype != "F16":
+        from hypura_synthetic.realfiles import quantize
+
+        path = quantize(path, tmp_path / f"moe-{qtype}.gguf", qtype)
     full, _ = plan_for(path, LoadOptions(mode="auto", ctx=256, ram_budget=64 << 30, warm_start=False))
     experts = sum(r["ffn_bytes"] for r in full.layers)
     for frac in (2, 3, 5):
@@ -96,7 +109,8 @@ def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path):
         st = open_streamer(path, plan, info, "expert-stream")
         try:
             st.load_model().close()
-            assert st.in_place_fraction == 1.0
+            assert st.in_place_fraction == (1.0 if qtype == "F16" else 0.0)
+            assert ebytes == st.layout.ram_stride   # the planner's slot: the streamer's (largest of each kind)
             assert plan.used("ram") - planned + st.cache_bytes <= plan.ram_budget
             spare = plan.ram_budget - plan.used("ram")
             if spare >= st.n_slots * 3 * 4096:
