@@ -191,3 +191,31 @@ def test_ram_tier_layers_are_read_once(default_model, resident):
     assert stats["disk_bytes_per_pass"] == nvme_bytes
     # RAM-tier layers come from their copy: disk reads are the NVMe layers' only (+ one pass of prefetch)
     assert stats["bytes_from_disk"] <= (stats["passes"] + 1) * nvme_bytes
+
+
+def test_per_layer_types_slots_hold_the_largest_layer(default_model):
+    """Q4_K_M gives some layers' ffn_down another type (bigger): the slots and the planner's slot are sized
+    for the largest streamed layer, and on the CPU only the layers whose tensors repack convert."""
+    from hypura_engine import LoadOptions
+    from hypura_engine.planning import plan_for
+
+    st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2))
+    model = st.load_model()
+    try:
+        sizes = [lay.size for lay in st.layouts]
+        assert len(set(sizes)) > 1 and st.pool.slot_size >= max(sizes)
+        if cpu_computes():
+            converting = [bool(c) for c in st._convert]
+            assert any(converting) and not all(converting)
+            for r in st.repack_slots:
+                assert r.slot_size >= max(sum(h.lib.ggml_nbytes(t) for s, t, _ in c if s is r) for c in st._convert)
+    finally:
+        model.close()
+        st.close()
+    plan, info = plan_for(default_model, LoadOptions(mode="dense-stream", ram_budget=810 << 20))
+    ffn = {t.layer: 0 for t in info.tensors if t.layer is not None}
+    for t in info.tensors:
+        if t.layer is not None and t.role == "dense_ffn":
+            ffn[t.layer] += t.nbytes
+    assert len(set(ffn.values())) > 1 and plan.slot_bytes == max(ffn.values())
+    assert {r["layer"]: r["ffn_bytes"] for r in plan.layers} == ffn

@@ -56,13 +56,15 @@ def _gpu_device():
     return devs[0] if devs else None
 
 
-def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = False):
+def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = False, repack: bool = True):
     """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream'); `prefetch`: the
-    expert streamer's guessed reads. What to stream is the spec's reading of the plan (StreamSpec.from_plan)."""
+    expert streamer's guessed reads; `repack=False`: dense streaming loads CPU weights unrepacked, as a
+    resident load with `use_extra_bufts=False` does. What to stream is the spec's reading of the plan
+    (StreamSpec.from_plan)."""
     from hypura_streaming import DenseStreamer, ExpertStreamer, StreamSpec
 
     spec = StreamSpec.from_plan(plan, info, mode, path=path)
     device = _gpu_device() if plan.compute_tier == "gpu" else None
     if spec.mode == "dense-stream":
-        return DenseStreamer(spec, device=device)
+        return DenseStreamer(spec, device=device, repack=repack)
     return ExpertStreamer(spec, device=device, prefetch=prefetch)

@@ -52,7 +52,8 @@ class Runner:
             self.mode = MODE_OF_PLAN[self.plan.mode] if opts.mode == "auto" else opts.mode
             if self.mode != "resident":
                 try:
-                    self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch)
+                    self.streamer = open_streamer(self.path, self.plan, info, self.mode, prefetch=opts.prefetch,
+                                              repack=opts.use_extra_bufts)
                     self.model = self.streamer.load_model()
                 except (ValueError, StreamError) as exc:
                     if self.streamer is not None:
