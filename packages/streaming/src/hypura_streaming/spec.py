@@ -18,7 +18,7 @@ from hypura_hardware.storage import ALIGN
 # Streamed dense FFN weights: the matrices. Their small biases/scales stay resident with the layer (on a
 # GPU a bias left in host memory would pull its matmul onto the CPU).
 DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
-# Routed experts: the fused [*, *, n_expert] tensors of each kind (side tensors matched to be refused).
+# Routed experts: the fused [*, *, n_expert] tensors of each kind and their per-expert side tensors (biases, scales).
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
 HOST_SLOT_PAD = ALIGN   # bytes a host expert-cache slot has beyond one expert of one kind (experts/layout.py)
 STREAM_MODES = ("dense-stream", "expert-stream")
