@@ -76,9 +76,19 @@ def test_repacked_experts_are_staged_and_side_tensors_get_slots():
     assert lay.in_place[(0, "gate")] == (False,) and lay.shift[(0, "gate")] == 0
     assert lay.in_place[(1, "gate")] == (True,) and lay.kinds["gate"].slot == GATE + 4096   # layer 1 reads in place
     b = lay.kinds["down.bias"]
-    assert (b.stride, b.slot, b.expert_dim) == (96, 128, 1) and lay.in_place[(0, "down.bias")] == (False,)
+    assert (b.stride, b.slot, b.expert_dim) == (96, 96, 1) and lay.in_place[(0, "down.bias")] == (False,)
     assert lay.expert_bytes(0) == GATE + DOWN + 96 and lay.ram_stride == GATE + DOWN + 96
-    assert lay.slot_offset(1, "down.bias", 2) == b.offset + 2 * 128
+    assert lay.slot_offset(1, "down.bias", 2) == b.offset + 2 * 96
+
+
+def test_a_per_expert_scale_is_a_contiguous_slot_vector():
+    """A per-expert scale [n_expert] F32 (llama.cpp's `ffn_*_exps.scale`, reshaped to [1, n, 1] in the graph, which
+    needs it contiguous): expert dimension 0, one 4-byte element per slot, no padding."""
+    scale = [ExpertTensor(f"blk.{i}.ffn_up_exps.scale", i, "up.scale", (4, 1, 1, 1), (4, 16, 16, 16), 16,
+                          ((5000 + i * 64, 4),)) for i in (0, 1)]
+    lay = ExpertLayout.build("m.gguf", [0, 1], TENSORS + scale, n_slots=3, ram_slots=0, host=True)
+    k = lay.kinds["up.scale"]
+    assert (k.expert_dim, k.stride, k.slot) == (0, 4, 4) and lay.slot_offset(1, "up.scale", 2) == k.offset + 8
 
 
 @pytest.mark.parametrize("tensors,match", [

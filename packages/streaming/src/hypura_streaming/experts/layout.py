@@ -133,7 +133,7 @@ class ExpertLayout:
         pos = 0
         for kind in sorted(kinds):
             k = kinds[kind]
-            if not host:
+            if not host or k.expert_dim < 2:   # side tensors stay contiguous (llama.cpp reshapes scales)
                 k.slot = k.stride
             elif any(placeable(key) for key in parts if key[1] == kind):
                 k.slot = align_up(k.stride) + HOST_SLOT_PAD
