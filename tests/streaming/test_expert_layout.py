@@ -100,3 +100,16 @@ def test_a_per_expert_scale_is_a_contiguous_slot_vector():
 def test_unexpected_layouts_are_clear_errors(tensors, match):
     with pytest.raises(ValueError, match=match):
         ExpertLayout.build("m.gguf", [0, 1], tensors, 3, 0, host=True)
+
+
+def test_device_slots_of_mixed_types_are_whole_blocks_of_each():
+    """On a GPU, CUDA's quantized MUL_MAT_ID takes nb[2] in blocks of the tensor's type: a down slot serving a
+    Q4_K layer (144-byte blocks, 36864-byte experts) and a Q6_K one (210-byte blocks, 53760) is the least
+    multiple of lcm(144, 210) = 5040 that holds the larger expert."""
+    def down(layer, nbe, block):
+        return ExpertTensor(f"blk.{layer}.ffn_down_exps.weight", layer, "down", (256, 128, 4, 1),
+                            (block, block, nbe, nbe * 4), nbe * 4, ((layer * 10**6, nbe),))
+    lay = ExpertLayout.build("m.gguf", [0, 1], [down(0, 36864, 144), down(1, 53760, 210)], 3, 0, host=False)
+    assert lay.kinds["down"].slot == 55440 == 11 * 5040
+    uniform = ExpertLayout.build("m.gguf", [0, 1], [down(0, 36864, 144), down(1, 36864, 144)], 3, 0, host=False)
+    assert uniform.kinds["down"].slot == 36864     # one type: slots exactly an expert, as before

@@ -11,7 +11,9 @@ Per-layer types. Real files give one kind another type by layer (llama-quantize'
 `ffn_down_exps` in some layers, Q4_K in the rest), so one expert's bytes differ by layer: a kind's slots
 are sized for its largest expert across the streamed layers (`stride`), each layer's tensor keeps its own
 type and indexes the slots with `nb[expert dim]` = the slot size (MUL_MAT_ID and ADD_ID honour it), and
-its own experts fill a slot's first `nbytes[(layer, kind)]` bytes.
+its own experts fill a slot's first `nbytes[(layer, kind)]` bytes. On a GPU the slot size is also a whole
+number of every such type's blocks (CUDA's quantized MUL_MAT_ID divides `nb[2]` by the block size), and
+the bytes after a smaller expert are zeroed up to MMQ's over-read (stale bytes of another type could be NaN).
 
 Reading in place (host caches). O_DIRECT reads whole pages into page-aligned memory, so a byte lands at
 the same offset within its page as it has within the file's page. GGUF aligns tensors to 32 bytes only:
@@ -29,6 +31,7 @@ staged and never read in place (memory.py converts each expert as it lands).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..directio import ALIGN, align_up
@@ -99,7 +102,7 @@ class ExpertLayout:
         for layer in layers:
             if not any(t.name.endswith(".weight") for t in by_layer.get(layer, ())):
                 raise ValueError(f"{path}: layer {layer} has no routed expert tensors (blk.{layer}.ffn_*_exps)")
-        n_expert, kinds, parts, nbytes, repacked = 0, {}, {}, {}, set()
+        n_expert, kinds, parts, nbytes, repacked, blocks = 0, {}, {}, {}, set(), {}
         for t in (t for ts in by_layer.values() for t in ts):
             d = t.expert_dim
             n_exp, nbe = t.ne[d], t.nb[d]
@@ -115,7 +118,7 @@ class ExpertLayout:
                                  f"{k.expert_dim}")
             k.stride = max(k.stride, nbe)
             key = (t.layer, t.kind)
-            parts[key], nbytes[key] = t.parts, nbe
+            parts[key], nbytes[key], blocks[key] = t.parts, nbe, t.nb[0]
             if t.repacked:
                 repacked.add(key)
         n_all = n_expert * len(layers)
@@ -133,8 +136,10 @@ class ExpertLayout:
         pos = 0
         for kind in sorted(kinds):
             k = kinds[kind]
-            if not host or k.expert_dim < 2:   # side tensors stay contiguous (llama.cpp reshapes scales)
+            if k.expert_dim < 2:   # side tensors stay contiguous (llama.cpp reshapes scales)
                 k.slot = k.stride
+            elif not host:         # CUDA's quantized MUL_MAT_ID takes nb[2] in blocks of the layer's type
+                k.slot = align_up(k.stride, math.lcm(*(blocks[key] for key in parts if key[1] == kind)))
             elif any(placeable(key) for key in parts if key[1] == kind):
                 k.slot = align_up(k.stride) + HOST_SLOT_PAD
             else:

@@ -85,6 +85,7 @@ class ExpertMemory:
         self._side: list = []
         self._ram_mem = None
         self.tensors: dict[tuple[int, str], object] = {}   # (layer, kind) -> its re-pointed tensor
+        self._zeros = None
         if device is None:
             if layout.repacked:
                 if repack_buft is None:
@@ -156,6 +157,7 @@ class ExpertMemory:
             self.put(layer, kind, slot, 0, src, nb)
         else:
             self.upload((layer, kind), src, slot * self.layout.kinds[kind].slot, nb)
+            self.zero_tail(layer, kind, slot)
 
     def put(self, layer: int, kind: str, slot: int, pos: int, src, nb: int) -> None:
         """Write `nb` bytes of one expert in the file's layout, from host memory `src`, at `pos` within its
@@ -179,6 +181,16 @@ class ExpertMemory:
 
     def upload(self, key: tuple[int, str], src, dst_offset: int, nb: int) -> None:
         lib.ggml_backend_tensor_set(self.tensors[key], src, dst_offset, nb)
+
+    def zero_tail(self, layer: int, kind: str, slot: int) -> None:
+        """Device: zero what MMQ reads past layer `layer`'s expert in `slot` when that expert is smaller than
+        the slot (per-layer types): the bytes a larger expert of another type left there could be NaN."""
+        k, nb = self.layout.kinds[kind], self.layout.nbytes[(layer, kind)]
+        tail = min(MMQ_PAD, k.slot - nb)
+        if self.device is not None and tail > 0:
+            if self._zeros is None:
+                self._zeros = ffi.new("char[]", MMQ_PAD)
+            self.upload((layer, kind), self._zeros, slot * k.slot + nb, tail)
 
     def resize_side_tensors(self, owned: OwnedLoad, layers) -> None:
         """Per-expert side tensors the file lacks (scales, biases: llama.cpp's optional `*_exps.scale` /

@@ -138,6 +138,8 @@ class ExpertReads:
         try:
             for src, dst_offset, nb in uploads:
                 self.memory.upload(key, src, dst_offset, nb)
+            if uploads:
+                self.memory.zero_tail(*key, uploads[0][1] // self.layout.kinds[key[1]].slot)
         finally:
             self.memory.staging.give_back(stage)
 
