@@ -10,10 +10,13 @@ busy, and a slot whose layer was prefetched but not yet used is never taken), an
 before its reads completed.
 
 On the CPU, streamed tensors that llama.cpp's default load repacks (`repack.py`) compute from storage
-of that buffer type (`RepackSlots`, per slot), as in `--mode resident`: a fill's reads land in the host
-slot's raw bytes, and the completion of its last read (on a reader thread, off the decode thread)
-converts them with `ggml_backend_tensor_set`; the fill's futures include that conversion, so a layer is
-never used before it finished. Other tensors compute in place from the host slot.
+of that buffer type, as in `--mode resident`: the slot pool's memory is a buffer of that type (wrapped
+as a plain CPU buffer too, for the tensors that do not repack); a fill's reads land in the slot, and the
+completion of its last read (on a reader thread, off the decode thread) converts those tensors in place
+(`InPlaceRepack`: `ggml_backend_tensor_set` part by part); the fill's futures include that conversion,
+so a layer is never used before it finished, and the pool needs no more memory than before. Tensors of
+a further extra buffer type (none on common builds) get storage of their own beside the slot
+(`RepackSlots`), converted from the slot's bytes the same way.
 """
 from __future__ import annotations
 
@@ -87,10 +90,15 @@ class DenseStreamer(Streamer):
             raise ValueError(f"{self.path}: no dense FFN tensors in layers {missing} (is this a MoE model?)")
         self.layouts = [LayerLayout.build(layer, by_layer[layer]) for layer in self.layers]
         slot_size = max(lay.size for lay in self.layouts)
-        self.pool = (HostSlotPool(self.n_slots, slot_size) if self.device is None
+        groups = by_buffer_type({n: b for n in owned.streamed if (b := owned.repack_buffer_type(n)) is not None})
+        # the buffer type most streamed bytes repack into: the slots' own memory, converted in place
+        main = max(groups.values(), key=lambda g: sum(owned.index.tensors[n].size for n in g[1]), default=None)
+        in_place = set(main[1]) if main else set()
+        self.pool = (HostSlotPool(self.n_slots, slot_size, repack_type=main[0] if main else None)
+                     if self.device is None
                      else DeviceSlotPool(self.device, self.n_slots, slot_size,
                                          staging=any(layer not in self.ram_layers for layer in self.layers)))
-        repacked = self._repack_storage(owned)
+        repacked = self._repack_storage(owned, [g for g in groups.values() if g is not main])
         for k, lay in enumerate(self.layouts):
             tensors, convert = [], []
             for name, off in lay.tensor_slot_offset.items():
@@ -100,7 +108,9 @@ class DenseStreamer(Streamer):
                     storage.repoint(t, k % self.n_slots, at)
                     convert.append((storage, t, off))
                 else:
-                    self.pool.repoint(t, k % self.n_slots, off)
+                    self.pool.repoint(t, k % self.n_slots, off, repacked=name in in_place)
+                    if name in in_place:
+                        convert.append((None, t, off))
                 tensors.append((t, off))
             self._layer_tensors.append(tensors)
             self._convert.append(convert)
@@ -111,12 +121,11 @@ class DenseStreamer(Streamer):
                  sum(r.nbytes for r in self.repack_slots) / 2**20)
         return model
 
-    def _repack_storage(self, owned: OwnedLoad) -> dict[str, dict[int, tuple[RepackSlots, int]]]:
-        """Per-slot storage of each buffer type the streamed tensors repack into, sized for the largest
-        layer; {name: {streamed index: (storage, offset in a slot)}}."""
-        decisions = {n: owned.repack_buffer_type(n) for n in owned.streamed}
+    def _repack_storage(self, owned: OwnedLoad, groups) -> dict[str, dict[int, tuple[RepackSlots, int]]]:
+        """Per-slot storage for the tensors of each further buffer type (`groups`: (type, names)) that streamed
+        tensors repack into, sized for the largest layer; {name: {streamed index: (storage, offset)}}."""
         out: dict[str, dict[int, tuple[RepackSlots, int]]] = {}
-        for buft, names in by_buffer_type({n: b for n, b in decisions.items() if b is not None}).values():
+        for buft, names in groups:
             align = max(64, int(buft.alignment))
             wanted = set(names)
             offsets: list[dict[str, int]] = []
@@ -191,7 +200,10 @@ class DenseStreamer(Streamer):
 
         def convert() -> None:
             for storage, t, off in self._convert[k]:
-                storage.fill(t, base + off)
+                if storage is None:
+                    self.pool.repacker.convert(t)   # read in place
+                else:
+                    storage.fill(t, base + off)
         return convert
 
     def _upload_ready(self) -> None:
@@ -255,8 +267,9 @@ class DenseStreamer(Streamer):
             **common.as_dict(), "slots": self.n_slots, "fills": self.fills, "prefetch_hits": self.prefetch_hits,
             "eval_callbacks": self.eval_filter.n_calls, "bytes_uploaded": getattr(self.pool, "uploaded_bytes", 0),
             "python_callbacks": self.eval_filter.n_python,
-            "repack_bytes": sum(r.nbytes for r in self.repack_slots),
-            "bytes_repacked": sum(r.converted_bytes for r in self.repack_slots),
+            "repack_bytes": sum(r.nbytes for r in self.repack_slots),   # storage beside the slots
+            "bytes_repacked": sum(r.converted_bytes for r in self.repack_slots) + getattr(
+                getattr(self.pool, "repacker", None), "converted_bytes", 0),
         }
 
     def streamed_on_device(self) -> bool:

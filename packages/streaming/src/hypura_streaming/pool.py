@@ -73,16 +73,84 @@ class LayerLayout:
         return lay
 
 
-class HostSlotPool:
-    """n_slots × slot_size bytes of page-aligned host memory, wrapped as a ggml CPU buffer."""
+REPACK_ROWS = 256  # rows converted in place at a time: a multiple of every interleave (4, 8, 16 rows)
 
-    def __init__(self, n_slots: int, slot_size: int) -> None:
+
+class InPlaceRepack:
+    """Converts a tensor whose file bytes were read into its own storage (a buffer of a CPU extra buffer
+    type) into that type's layout, in place, `REPACK_ROWS` rows at a time through a small per-thread
+    scratch: the interleaved layouts keep each group of rows in the bytes those rows occupied, so a part
+    converts like the whole. Where a part's row count would make the buffer choose another layout than the
+    whole tensor's (its `extra`), the tensor is converted whole."""
+
+    def __init__(self, buffer) -> None:
+        self.buffer = buffer
+        self._local = threading.local()
+        self.converted_bytes = 0
+        self._lock = threading.Lock()
+
+    def _scratch(self, size: int):
+        loc = self._local
+        if getattr(loc, "size", 0) < size:
+            loc.mem, loc.size = ffi.new("char[]", size), size
+            loc.view = ffi.new("struct ggml_tensor *")
+        return loc.mem, loc.view
+
+    def _part(self, v, t, first: int, rows: int) -> bool:
+        """Point the view `v` at rows [first, first + rows) of `t`; False if the buffer would lay them out
+        otherwise than `t`."""
+        v.type, v.buffer, v.extra = t.type, self.buffer, ffi.NULL
+        v.ne[0], v.ne[1], v.ne[2], v.ne[3] = t.ne[0], rows, 1, 1
+        v.nb[0], v.nb[1] = t.nb[0], t.nb[1]
+        v.nb[2] = v.nb[3] = rows * t.nb[1]
+        v.data = ffi.cast("char *", t.data) + first * t.nb[1]
+        return lib.ggml_backend_buffer_init_tensor(self.buffer, v) == 0 and v.extra == t.extra
+
+    def convert(self, t) -> None:
+        rows, row = int(t.ne[1]) * int(t.ne[2]) * int(t.ne[3]), int(t.nb[1])
+        step = REPACK_ROWS if rows > REPACK_ROWS else rows
+        mem, v = self._scratch(step * row)
+        if step < rows and not (self._part(v, t, 0, step) and self._part(v, t, 0, rows % step or step)):
+            step = rows
+            mem, v = self._scratch(rows * row)
+        for first in range(0, rows, step):
+            n = min(step, rows - first)
+            if not self._part(v, t, first, n):
+                raise LlamaError(f"cannot convert {ffi.string(t.name).decode()} in place")
+            ffi.memmove(mem, v.data, n * row)
+            lib.ggml_backend_tensor_set(v, mem, 0, n * row)
+        with self._lock:
+            self.converted_bytes += rows * row
+
+
+class _BufferMemory:
+    """`size` page-aligned bytes inside a ggml buffer (`ptr`, `view`), an O_DIRECT destination."""
+
+    def __init__(self, buffer_type, size: int) -> None:
+        self.buffer = buffer_type.allocate(size + ALIGN)
+        self.size = size
+        self.ptr = ffi.cast("char *", self.buffer.base + (-self.buffer.base % ALIGN))
+        self.view = memoryview(ffi.buffer(self.ptr, size))
+
+    def close(self) -> None:
+        self.view.release()
+        self.buffer.close()
+
+
+class HostSlotPool:
+    """n_slots × slot_size bytes of page-aligned host memory, wrapped as a ggml CPU buffer. With
+    `repack_type` (a CPU extra buffer type) the memory is a buffer of that type: tensors re-pointed with
+    `repacked=True` compute from its layout, filled by reading their file bytes in place and `convert`."""
+
+    def __init__(self, n_slots: int, slot_size: int, repack_type=None) -> None:
         self.n_slots = n_slots
         self.slot_size = align_up(slot_size)
-        self.mem = AlignedBuffer(self.n_slots * self.slot_size)
+        size = self.n_slots * self.slot_size
+        self.mem = AlignedBuffer(size) if repack_type is None else _BufferMemory(repack_type, size)
         self.buffer = lib.ggml_backend_cpu_buffer_from_ptr(self.mem.ptr, self.mem.size)
         if self.buffer == ffi.NULL:
             raise LlamaError("could not wrap the slot pool as a ggml buffer")
+        self.repacker = InPlaceRepack(self.mem.buffer.handle) if repack_type is not None else None
 
     @property
     def nbytes(self) -> int:
@@ -100,10 +168,16 @@ class HostSlotPool:
     def wait(self, slot: int) -> None:
         pass
 
-    def repoint(self, tensor, slot: int, offset: int) -> None:
-        """Point a model tensor at bytes inside a slot (before the first graph is built)."""
-        tensor.buffer = self.buffer
+    def repoint(self, tensor, slot: int, offset: int, repacked: bool = False) -> None:
+        """Point a model tensor at bytes inside a slot (before the first graph is built); `repacked`: in
+        the repack buffer type's layout (its traits set by the buffer)."""
         tensor.data = self.mem.ptr + slot * self.slot_size + offset
+        if not repacked:
+            tensor.buffer = self.buffer
+            return
+        tensor.buffer, tensor.extra = self.repacker.buffer, ffi.NULL
+        if lib.ggml_backend_buffer_init_tensor(tensor.buffer, tensor) != 0 or tensor.extra == ffi.NULL:
+            raise LlamaError(f"{ffi.string(tensor.name).decode()} cannot be repacked in the slot pool")
 
     def close(self) -> None:
         if self.buffer is not None:
