@@ -90,3 +90,42 @@ def test_a_shard_changing_mid_run_is_a_clear_error_naming_it(tmp_path, split_set
     finally:
         model.close()
         st.close()
+
+
+@pytest.fixture(scope="module")
+def kquant_split(tmp_path_factory, llama_bin):
+    """A tiny dense model written in F16, quantized to Q4_K_M by the vendored llama-quantize (ffn_down Q6_K in
+    some layers, Q4_K in others) and split into 3 shards by llama-gguf-split."""
+    d = tmp_path_factory.mktemp("kquant")
+    src = write_synthetic(d / "f16.gguf", "llama3-70b", layers=8, scale=16, vocab=512, qtype="F16")
+    subprocess.run([str(llama_bin / "llama-quantize"), str(src), str(d / "q4km.gguf"), "Q4_K_M"], check=True,
+                   capture_output=True)
+    subprocess.run([str(llama_bin / "llama-gguf-split"), "--split", "--split-max-tensors", "30", str(d / "q4km.gguf"),
+                    str(d / "kq")], check=True, capture_output=True)
+    return d / "kq-00001-of-00003.gguf"
+
+
+@pytest.mark.parametrize("repack", [True, False])
+def test_a_split_k_quant_mix_streams_bit_identical_and_without_repacking_does_not(kquant_split, repack):
+    """Per-layer types (two slot-layout sizes), repacked Q4_K weights, three shards: equal to the reference;
+    the negative control (repack overrides off) differs."""
+    from hypura_streaming.repack import cpu_computes
+
+    if not repack and not cpu_computes():
+        pytest.skip("repacking is what the CPU does")
+    ref = reference_greedy(kquant_split, n=8)
+    st = DenseStreamer(StreamSpec.dense(kquant_split, range(8), 2), repack=repack)
+    model = st.load_model()
+    try:
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=8)
+        stats = st.stats()
+        sizes = {lay.size for lay in st.layouts}
+    finally:
+        model.close()
+        st.close()
+    assert len(sizes) > 1
+    if repack:
+        assert toks == ref[0] and np.array_equal(logits, ref[1])
+        assert stats["bytes_repacked"] > 0 or not cpu_computes()
+    else:
+        assert stats["bytes_repacked"] == 0 and not np.array_equal(logits, ref[1])
