@@ -260,8 +260,8 @@ class DenseStreamer(Streamer):
         # so that bytes_from_disk and fills describe the same reads (at most a few slots' worth).
         futures_wait([f for futs in self._futures for f in futs])
         per_pass = sum(lay.size for lay in self.layouts if lay.key not in self.ram_layers)
-        common = self._stream_stats((self.pool.nbytes if self.pool else 0) + sum(r.nbytes for r in self.repack_slots), per_pass,
-                                    self.bytes_from_disk / self.passes if self.passes else per_pass,
+        pool_bytes = (self.pool.nbytes if self.pool else 0) + sum(r.nbytes for r in self.repack_slots)
+        common = self._stream_stats(pool_bytes, per_pass, self.bytes_from_disk / self.passes if self.passes else per_pass,
                                     self.streamed_on_device())
         return {
             **common.as_dict(), "slots": self.n_slots, "fills": self.fills, "prefetch_hits": self.prefetch_hits,

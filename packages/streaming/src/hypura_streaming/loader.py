@@ -69,13 +69,14 @@ class GGUFIndex:
             raise StreamError(f"{self.path}: not a readable GGUF file ({exc})") from None
         self.files = [os.fspath(f.path) for f in header.files]
         shard_of = {f: i for i, f in enumerate(self.files)}
+        shard = {t.name: shard_of[os.fspath(t.path or self.files[0])] for t in header.tensors}
         arch = header.kv.get("general.architecture", "")
         self.n_expert_used = int(header.kv.get(f"{arch}.expert_used_count", 0) or 0)
         self._raw: dict[str, RawTensor] = {t.name: t for t in header.tensors}
         self.tensors: dict[str, TensorLocation] = {
-            t.name: TensorLocation(t.name, shard_offset(shard_of[os.fspath(t.path or self.path)], t.offset), t.nbytes)
+            t.name: TensorLocation(t.name, shard_offset(shard[t.name], t.offset), t.nbytes)
             for t in header.tensors}
-        self._other_shards = [t for t in header.tensors if t.path is not None and os.fspath(t.path) != self.path]
+        self._other_shards = [t for t in header.tensors if shard[t.name] > 0]
         ensure_init()
         params = ffi.new("struct gguf_init_params *")
         params.no_alloc = True
