@@ -3,7 +3,7 @@
  * headers, so a layout change in llama.cpp fails the build instead of reading wrong memory. */
 
 enum ggml_type { GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q8_0,
-                 GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_BF16, GGML_TYPE_I32, GGML_TYPE_COUNT, ... };
+                 GGML_TYPE_Q4_K, GGML_TYPE_Q6_K, GGML_TYPE_BF16, GGML_TYPE_I8, GGML_TYPE_I32, GGML_TYPE_COUNT, ... };
 enum ggml_op { GGML_OP_NONE, GGML_OP_MUL_MAT, GGML_OP_MUL_MAT_ID, GGML_OP_GET_ROWS, GGML_OP_VIEW,
                GGML_OP_RESHAPE, ... };
 enum ggml_log_level { GGML_LOG_LEVEL_NONE, GGML_LOG_LEVEL_DEBUG, GGML_LOG_LEVEL_INFO,

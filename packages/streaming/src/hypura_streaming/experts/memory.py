@@ -86,6 +86,7 @@ class ExpertMemory:
         self._ram_mem = None
         self.tensors: dict[tuple[int, str], object] = {}   # (layer, kind) -> its re-pointed tensor
         self._zeros = None
+        self._whole = None                 # device: the region as one byte tensor (zero_tail)
         if device is None:
             if layout.repacked:
                 if repack_buft is None:
@@ -190,7 +191,22 @@ class ExpertMemory:
         if self.device is not None and tail > 0:
             if self._zeros is None:
                 self._zeros = ffi.new("char[]", MMQ_PAD)
-            self.upload((layer, kind), self._zeros, slot * k.slot + nb, tail)
+            # through a byte view of the whole region: past the last slot's smaller expert lies the end of
+            # that layer's tensor (ggml_nbytes), which ggml_backend_tensor_set refuses to write beyond
+            start = self.layout.slot_offset(layer, kind, slot) + nb
+            lib.ggml_backend_tensor_set(self._region_bytes(), self._zeros, start, tail)
+
+    def _region_bytes(self):
+        """The device region (and its MMQ slack) as one I8 tensor, for writes that span tensors."""
+        if self._whole is None:
+            n = self.layout.region_bytes + MMQ_PAD
+            t = ffi.new("struct ggml_tensor *")
+            t.type = lib.GGML_TYPE_I8
+            t.ne[0], t.ne[1], t.ne[2], t.ne[3] = n, 1, 1, 1
+            t.nb[0], t.nb[1], t.nb[2], t.nb[3] = 1, n, n, n
+            t.buffer, t.data = self.buffer, self._base
+            self._whole = t
+        return self._whole
 
     def resize_side_tensors(self, owned: OwnedLoad, layers) -> None:
         """Per-expert side tensors the file lacks (scales, biases: llama.cpp's optional `*_exps.scale` /
