@@ -271,7 +271,11 @@ class DeviceSlotPool:
             raise LlamaError("this slot pool was created without staging (RAM-tier layers only)")
         return self.staging.view[slot * self.slot_size:(slot + 1) * self.slot_size]
 
-    def repoint(self, tensor, slot: int, offset: int) -> None:
+    def repoint(self, tensor, slot: int, offset: int, repacked: bool = False) -> None:
+        """Point a model tensor at VRAM inside a slot; `repacked` must be False (nothing repacks where a GPU
+        computes)."""
+        if repacked:
+            raise ValueError("a device slot pool holds weights in their file layout only")
         tensor.buffer = self.vram.handle
         tensor.data = ffi.cast("void *", self.vram.base + slot * self.slot_size + offset)
 
