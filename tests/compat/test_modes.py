@@ -15,7 +15,18 @@ CASES = ([(p, "Q4_K_M") for p in COMPAT] + [("gpt-oss-20b", "MXFP4_MOE"), ("mixt
                                              ("mixtral-8x7b", "Q4_K_M-split"), ("kimi-k2", "IQ4_XS")])
 
 
-@pytest.mark.parametrize("preset,qtype", CASES, ids=[f"{p}-{t}" for p, t in CASES])
+# Open bugs (issue 14 stays open for them): through the CLI at the matrix's streaming budget (a 4-slot expert cache,
+# ids remapped) these files' expert-stream tokens leave resident's (ernie4_5-moe from index 1, IQ4_XS too; the
+# deepseek2 GLM-4.7-Flash preset from index 5), while F16/Q2_K of the same presets and the same Q4_K_M files in the
+# streamer's own test (tests/streaming/test_expert_archs.py) are bit-identical. Root cause not found yet. Strict: a
+# fix makes these fail until the marker goes.
+KNOWN_DIFFERS = {("ernie-4.5-21b-a3b", "Q4_K_M"), ("glm-4.7-flash", "Q4_K_M")}
+CASES = [pytest.param(p, t, id=f"{p}-{t}", marks=pytest.mark.xfail(strict=True, reason="open bug: expert-stream "
+         "differs from resident with a small expert cache")) if (p, t) in KNOWN_DIFFERS else pytest.param(p, t, id=f"{p}-{t}")
+         for p, t in CASES]
+
+
+@pytest.mark.parametrize("preset,qtype", CASES)
 def test_streaming_modes_equal_resident_or_refuse(compat_file, preset, qtype):
     cells = check_file(compat_file(preset, qtype))
     ref = cells["resident"]
