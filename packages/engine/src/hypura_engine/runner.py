@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, Sampler, backend_name
+from hypura_llama import ContextParams, DecodeError, LlamaContext, LlamaModel, ModelParams, Sampler, backend_name
 from hypura_streaming import StreamError
 
 from .generation import GenerateOptions, GenerationResult, TextStream
@@ -157,11 +157,17 @@ class Runner:
         if len(prompt) >= self.n_ctx:
             raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx} tokens")
         t_start = time.perf_counter_ns()
+        self.ctx.clear_abort()        # an abort() that came after the last request's decodes ended
         try:
             res.prompt_tokens = self._prefill(prompt)
-        except BaseException:
+        except BaseException as exc:
             self.cached = []
             self.ctx.clear()
+            if _aborted(exc, cancel):     # cancelled inside the prompt's decode (llama.cpp's abort callback)
+                res.done_reason = "aborted"
+                res.total_ns = time.perf_counter_ns() - t_start
+                yield res
+                return
             raise
         res.prompt_ns = time.perf_counter_ns() - t_start
         stream = TextStream(opts.stop)
@@ -201,10 +207,13 @@ class Runner:
                 try:
                     self.ctx.decode([tok], len(self.cached))
                     self.ctx.synchronize()
-                except BaseException:  # decode or stream error: the KV cache is no longer trustworthy
+                except BaseException as exc:  # decode or stream error: the KV cache is no longer trustworthy
                     self.cached = []
                     self.ctx.clear()
-                    raise
+                    if not _aborted(exc, cancel):
+                        raise
+                    res.done_reason = "aborted"
+                    break
                 res.eval_ns += time.perf_counter_ns() - t0
                 self.cached.append(tok)
         tail = stream.finish()
@@ -230,6 +239,13 @@ class Runner:
         norm = float(np.linalg.norm(vec)) or 1.0
         return (vec / norm).astype(float).tolist()
 
+    def abort(self) -> None:
+        """From another thread: stop the decode running now (llama.cpp's abort callback, honoured between graph
+        nodes on the CPU); the generation it belongs to ends with done_reason "aborted" when its `cancel` is set."""
+        ctx = getattr(self, "ctx", None)
+        if ctx is not None:
+            ctx.abort()
+
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         size = self.path.stat().st_size
@@ -248,3 +264,8 @@ class Runner:
         if self.streamer is not None:
             out.update(self.streamer.stats())
         return out
+
+
+def _aborted(exc: BaseException, cancel: threading.Event | None) -> bool:
+    """A decode stopped by Runner.abort() for a cancelled generation (not an error of the model)."""
+    return isinstance(exc, DecodeError) and exc.code == 2 and cancel is not None and cancel.is_set()

@@ -112,6 +112,10 @@ class LlamaContext(Owned):
         """Ask a running decode to stop (honoured by the CPU backend between graph nodes)."""
         self._abort[0] = 1
 
+    def clear_abort(self) -> None:
+        """Forget an abort() that no decode has seen (it would stop the next one)."""
+        self._abort[0] = 0
+
     def logits(self, i: int = -1) -> np.ndarray:
         """Logits of output row i (-1: the last) as a read-only numpy view (copy to keep)."""
         ptr = check_null(lib.llama_get_logits_ith(self.handle, i), f"no logits for output {i}")

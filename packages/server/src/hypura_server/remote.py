@@ -20,7 +20,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from hypura_engine import ChatTemplate, GenerateOptions, GenerationResult, LoadOptions
 
@@ -127,9 +127,10 @@ class WorkerRunner:
         log.error("%s (pid %d)", self._dead, self.proc.pid)
         return WorkerCrashed(self._dead)
 
-    def _recv(self, doing: str, timeout: float | None = None) -> tuple:
+    def _recv(self, doing: str, timeout: float | None = None, on_wait: Callable[[], None] | None = None) -> tuple:
         """The worker's next message; WorkerCrashed if it died or sent nothing for `timeout` seconds
-        (default `REPLY_TIMEOUT_S`; then it is killed, and the model manager replaces it)."""
+        (default `REPLY_TIMEOUT_S`; then it is killed, and the model manager replaces it). `on_wait` runs every
+        poll while nothing has come (a cancel must reach the worker during a long prompt, before any piece)."""
         deadline = time.monotonic() + (REPLY_TIMEOUT_S if timeout is None else timeout)
         while True:
             try:
@@ -137,6 +138,8 @@ class WorkerRunner:
                     return self.conn.recv()
             except (EOFError, OSError):
                 raise self._crash(doing) from None
+            if on_wait is not None:
+                on_wait()
             if self.proc.poll() is not None:
                 raise self._crash(doing)
             if time.monotonic() > deadline:
@@ -180,12 +183,16 @@ class WorkerRunner:
         except OSError:
             raise self._crash("generating") from None
         finished, cancelled = False, False
+
+        def check_cancel() -> None:
+            nonlocal cancelled
+            if cancel is not None and cancel.is_set() and not cancelled:
+                self._send_cancel(rid)
+                cancelled = True
         try:
             while True:
-                if cancel is not None and cancel.is_set() and not cancelled:
-                    self._send_cancel(rid)
-                    cancelled = True
-                msg = self._recv("generating")
+                check_cancel()
+                msg = self._recv("generating", on_wait=check_cancel)
                 if msg[0] == "piece":
                     yield msg[1]
                 elif msg[0] == "done":

@@ -8,7 +8,8 @@ Requests (parent → worker), answered in order:
   ``("load", path, LoadOptions, name)`` → ``("ready", info)`` | ``("error", kind, message)`` (then exit)
   ``("tokenize", text, add_special)`` / ``("embed", text)`` → ``("ok", value)`` | ``("error", kind, message)``
   ``("generate", rid, tokens, GenerateOptions)`` → ``("piece", text)``… then ``("done", result, stats)`` | error
-  ``("cancel", rid)`` — out of band: stops generation `rid` between tokens (it still ends with ``done``)
+  ``("cancel", rid)`` — out of band: stops generation `rid` between tokens, or inside the decode running
+  now through llama.cpp's abort callback (it still ends with ``done``)
   ``("close",)`` — exit.
 Test hooks (read only here, only from the environment; never set by Hypura itself):
 ``HYPURA_TEST_WORKER_ABORT_MARKER`` — tokenizing text that contains this string arms an ``os.abort()``
@@ -42,6 +43,7 @@ class _Worker:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self.cancel = threading.Event()
         self.current: int | None = None
+        self.runner: Any = None
         self.armed = False
         self.marker = os.environ.get(ABORT_MARKER_ENV) or None
         threading.Thread(target=self._read, name="hypura-worker-reader", daemon=True).start()
@@ -61,6 +63,8 @@ class _Worker:
             if msg[0] == "cancel":
                 if msg[1] == self.current:
                     self.cancel.set()
+                    if self.runner is not None:
+                        self.runner.abort()    # also inside a long decode (a prompt of thousands of tokens)
             else:
                 self.inbox.put(msg)
 
@@ -73,6 +77,7 @@ class _Worker:
         except Exception as exc:  # noqa: BLE001 - reported to the server, which decides the status
             self.send(_error(exc))
             return 0
+        self.runner = runner
         tmpl = runner.template
         self.send(("ready", {"n_ctx": runner.n_ctx, "n_batch": runner.ctx.n_batch, "load_ns": runner.load_ns,
                              "metadata": dict(runner.metadata), "mode": runner.mode, "stats": runner.stats(),
