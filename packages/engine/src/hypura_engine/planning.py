@@ -17,14 +17,6 @@ def hardware_spec():
     return HardwareSpec.from_dict(load_or_measure(progress=False))
 
 
-def dry_run_overhead(path: str | Path, ctx: int, n_batch: int = 512) -> int:
-    """KV cache + compute + output buffers for a context, from llama.cpp's own no_alloc dry run
-    (metadata only: nothing is read or allocated): `hypura_llama.estimate_overhead`."""
-    from hypura_llama import estimate_overhead
-
-    return estimate_overhead(path, ctx, n_batch)
-
-
 def routing_for_plan(info):
     """Earlier runs' routing statistics of a MoE model, for the planner's expert-cache hit rates (None: none,
     or not a MoE model)."""
@@ -39,10 +31,11 @@ def plan_for(path: str | Path, opts):
     """Plan the model at `path` for this machine within the budgets of `opts` (LoadOptions).
     KV cache and compute buffers come from llama.cpp's no_alloc dry run (files with data); for a MoE model
     with warm start on, the expert caches' hit rates come from earlier runs' routing statistics if any."""
+    from hypura_llama import estimate_overhead
     from hypura_placement import inspect_model, plan_placement
 
     info = inspect_model(path)
-    overhead = None if info.header_only else dry_run_overhead(path, opts.ctx, opts.n_batch)
+    overhead = None if info.header_only else estimate_overhead(path, opts.ctx, opts.n_batch)
     routing = routing_for_plan(info) if opts.warm_start else None
     plan = plan_placement(info, hardware_spec(), gpu_budget=opts.gpu_budget, ram_budget=opts.ram_budget,
                           ctx=opts.ctx, resident_overhead=overhead, routing=routing)

@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"hypura plan: note: {note}", file=sys.stderr)
     overhead = None
     if not info.header_only:  # the same figure `hypura run` plans with: llama.cpp's no_alloc dry run
-        from hypura_engine.planning import dry_run_overhead
+        from hypura_llama import estimate_overhead
 
-        overhead = dry_run_overhead(info.path, cfg.ctx)
+        overhead = estimate_overhead(info.path, cfg.ctx)
     from hypura_engine.planning import routing_for_plan
 
     routing = None if args.no_routing_stats else routing_for_plan(info)   # as `hypura run` with warm start
