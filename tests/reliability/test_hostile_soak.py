@@ -112,7 +112,7 @@ def _assert_clean(report: dict) -> None:
 
 
 def test_hostile_soak_short(tmp_path):
-    _assert_clean(run_hostile_soak(tmp_path, duration_s=20))
+    _assert_clean(run_hostile_soak(tmp_path, duration_s=4))   # the default suite keeps soaks to a few seconds
 
 
 @pytest.mark.slow
