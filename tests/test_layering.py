@@ -29,9 +29,9 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 # The declared dependency order, bottom first: a package may import only packages before it.
-ORDER = ["hypura_llama", "hypura_hardware", "hypura_placement", "hypura_synthetic", "hypura_streaming",
+ORDER = ["hypura_llama", "hypura_hardware", "hypura_placement", "hypura_hub", "hypura_synthetic", "hypura_streaming",
          "hypura_engine", "hypura_server", "hypura"]
-PURE = {"hypura_hardware", "hypura_placement", "hypura_synthetic"}  # usable without the native build
+PURE = {"hypura_hardware", "hypura_placement", "hypura_hub", "hypura_synthetic"}  # usable without the native build
 # Declared but never imported by name, each for a reason the scan cannot see.
 RUNTIME_ONLY = {"hypura-llama": {"cffi"}}  # the compiled _native module imports _cffi_backend
 

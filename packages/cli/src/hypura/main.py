@@ -13,11 +13,12 @@ import os
 import sys
 
 from . import __version__
-from .commands import config, inspect, plan, profile, run, serve
+from .commands import config, inspect, plan, profile, pull, run, serve
 from .errors import USER_ERRORS
 
-COMMANDS = ("run", "serve", "profile", "inspect", "plan", "config")
-_MODULES = {"run": run, "serve": serve, "profile": profile, "inspect": inspect, "plan": plan, "config": config}
+COMMANDS = ("run", "serve", "pull", "profile", "inspect", "plan", "config")
+_MODULES = {"run": run, "serve": serve, "profile": profile, "inspect": inspect, "plan": plan, "config": config,
+            "pull": pull}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,6 +49,10 @@ class GGUFError(ValueError):
     """A file that is not a usable GGUF: the message names the file and the problem."""
 
 
+class GGUFTruncated(GGUFError):
+    """The file ends inside its header (a prefix of a GGUF: a longer prefix may parse)."""
+
+
 @dataclass(frozen=True)
 class RawTensor:
     """One entry of the tensor table: ``shape`` is ggml's ``ne`` (innermost first)."""
@@ -212,6 +216,11 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
     return first
 
 
+def read_file_header(path: str | os.PathLike) -> GGUFHeader:
+    """The header of this one file (a split set's shard alone, not joined with the others)."""
+    return _read_file(Path(path))
+
+
 def _read_file(p: Path) -> GGUFHeader:
     try:
         with open(p, "rb") as f:
@@ -220,7 +229,7 @@ def _read_file(p: Path) -> GGUFHeader:
                 head = f.read(4)
                 if head[:len(head)] != MAGIC[:len(head)] or not head:
                     raise GGUFError(f"{p}: not a GGUF file (bad magic {head!r})")
-                raise GGUFError(f"{p}: truncated: {size} bytes is shorter than a GGUF header")
+                raise GGUFTruncated(f"{p}: truncated: {size} bytes is shorter than a GGUF header")
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 return _parse(p, mm, size)
     except FileNotFoundError:
@@ -280,7 +289,7 @@ def _parse(p: Path, mm: Any, size: int) -> GGUFHeader:
             gtype, offset = c.unpack("<I", name), c.unpack("<Q", name)
             raw.append((name, gtype, shape, offset))
     except EOFError as exc:
-        raise GGUFError(f"{p}: truncated: {exc}") from None
+        raise GGUFTruncated(f"{p}: truncated: {exc}") from None
     except ValueError as exc:
         raise GGUFError(f"{p}: bad header: {exc}") from None
     data_offset = -(-c.pos // alignment) * alignment
