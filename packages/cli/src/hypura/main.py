@@ -13,12 +13,14 @@ import os
 import sys
 
 from . import __version__
-from .commands import config, inspect, plan, profile, pull, run, serve
+from .commands import config, create, inspect, models, plan, profile, ps, pull, run, serve
 from .errors import USER_ERRORS
 
-COMMANDS = ("run", "serve", "pull", "profile", "inspect", "plan", "config")
+COMMANDS = ("run", "serve", "pull", "list", "ps", "show", "create", "cp", "rm", "stop", "profile", "inspect", "plan",
+            "config")
 _MODULES = {"run": run, "serve": serve, "profile": profile, "inspect": inspect, "plan": plan, "config": config,
-            "pull": pull}
+            "pull": pull, "list": models, "show": models, "cp": models, "rm": models, "create": create, "ps": ps,
+            "stop": ps}   # a module may register several commands (models: list/show/cp/rm; ps: ps/stop)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hypura {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: llama.cpp's too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        _MODULES[name].register(sub)
+    for module in dict.fromkeys(_MODULES[name] for name in COMMANDS):
+        module.register(sub)
     return parser
 
 
