@@ -78,6 +78,7 @@ class GenerationResult:
     sample_ns: int = 0
     total_ns: int = 0
     load_ns: int = 0
+    speculative: dict[str, Any] | None = None   # with a draft: passes, drafted, accepted, tokens_per_pass ...
 
     @property
     def eval_tokens(self) -> int:

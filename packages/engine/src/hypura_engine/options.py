@@ -18,3 +18,5 @@ class LoadOptions:
     use_extra_bufts: bool = True       # CPU weight repacking (resident loads)
     warm_start: bool = True            # expert streaming: seed the expert cache from earlier runs' routing
     prefetch: bool = False             # expert streaming: read guessed next-layer experts early
+    draft: str | None = None           # speculative decoding: "ngram" or a draft GGUF's path (speculative.py)
+    draft_max: int | None = None       # at most this many drafted tokens a pass (None: what stays exact, <= 8)

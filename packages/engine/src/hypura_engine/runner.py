@@ -99,6 +99,15 @@ class Runner:
         self.template = ChatTemplate.for_model(self.model.chat_template(), self.arch,
                                                self.model.token_text(self.model.bos) if self.model.bos >= 0 else "",
                                                self.model.token_text(self.model.eos) if self.model.eos >= 0 else "")
+        self.speculation = None       # speculative decoding (speculative.py) when a draft is asked for
+        if opts.draft:
+            from .speculative import Speculation
+
+            try:
+                self.speculation = Speculation(self, opts.draft, opts.draft_max)
+            except BaseException:
+                self.close()
+                raise
 
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
@@ -106,7 +115,7 @@ class Runner:
             from .routing_stats import save_counts
 
             save_counts(self.path, self.streamer.routing_counts())
-        for attr in ("ctx", "model", "streamer"):
+        for attr in ("speculation", "ctx", "model", "streamer"):
             obj = getattr(self, attr, None)
             if obj is not None:
                 obj.close()
@@ -172,6 +181,22 @@ class Runner:
         res.prompt_ns = time.perf_counter_ns() - t_start
         stream = TextStream(opts.stop)
         limit = opts.num_predict if opts.num_predict >= 0 else self.n_ctx
+        spec = self.speculation
+        decode = spec.decode if spec is not None and spec.applies(opts) else self._decode_tokens
+        yield from decode(prompt, opts, res, stream, limit, cancel, on_logits)
+        tail = stream.finish()
+        if tail:
+            yield tail
+        res.text = stream.text
+        res.total_ns = time.perf_counter_ns() - t_start
+        if spec is not None and res.speculative is None:
+            res.speculative = spec.info()
+        yield res
+
+    def _decode_tokens(self, prompt: list[int], opts: GenerateOptions, res: GenerationResult, stream: TextStream,
+                       limit: int, cancel: threading.Event | None,
+                       on_logits: Callable[[np.ndarray], None] | None) -> Iterator[str]:
+        """Plain decoding: one token a pass."""
         with Sampler(self.model, opts.sampling) as sampler:
             last_n = opts.sampling.repeat_last_n
             sampler.accept_history(prompt if last_n < 0 else prompt[len(prompt) - last_n:] if last_n else ())
@@ -216,12 +241,6 @@ class Runner:
                     break
                 res.eval_ns += time.perf_counter_ns() - t0
                 self.cached.append(tok)
-        tail = stream.finish()
-        if tail:
-            yield tail
-        res.text = stream.text
-        res.total_ns = time.perf_counter_ns() - t_start
-        yield res
 
     def embed(self, text: str) -> list[float]:
         """Mean-pooled, L2-normalised embedding of `text` (needs LoadOptions.embeddings)."""

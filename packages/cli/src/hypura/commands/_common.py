@@ -67,6 +67,23 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
                         "(off by default: measured not to pay, docs/BENCHMARKS.md)")
 
 
+def add_draft_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft", default=None, metavar="MODEL|ngram",
+                   help="speculative decoding: draft tokens with prompt lookup (ngram) or a small model sharing "
+                        "the target's vocabulary (a .gguf path or a model name); the target verifies them in one "
+                        "pass, so greedy output stays what it is without a draft")
+    p.add_argument("--draft-max", type=int_in(1, 64), default=None, metavar="K",
+                   help="at most K drafted tokens a pass (default: as many as keep batched logits bit-identical "
+                        "to single-token ones on this model and backend, at most 8; more may change greedy output)")
+
+
+def draft_spec(draft: str | None) -> str | None:
+    """--draft: ``ngram`` (or ``ngram:MIN-MAX``) as is; a model name or path → the draft GGUF's path."""
+    if draft is None or draft == "ngram" or draft.startswith("ngram:"):
+        return draft
+    return str(resolve_model(draft)[1])
+
+
 def load_options_from_args(args: argparse.Namespace):
     from hypura_engine import LoadOptions
 
@@ -75,7 +92,8 @@ def load_options_from_args(args: argparse.Namespace):
     cfg = load_config({"gpu_budget": args.gpu_budget, "ram_budget": args.ram_budget, "ctx": args.ctx})
     return LoadOptions(mode=args.mode, ctx=cfg.ctx, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget,
                        n_threads=args.threads, warm_start=getattr(args, "warm_start", True),
-                       prefetch=getattr(args, "prefetch", False))
+                       prefetch=getattr(args, "prefetch", False), draft=draft_spec(getattr(args, "draft", None)),
+                       draft_max=getattr(args, "draft_max", None))
 
 
 def resolve_model(model: str | None) -> tuple[str, Path]:

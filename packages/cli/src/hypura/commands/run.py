@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hypura_hardware import peak_rss_bytes
 
-from ._common import add_budget_args, finite_float, int_in, load_options_from_args, resolve_model
+from ._common import add_budget_args, add_draft_args, finite_float, int_in, load_options_from_args, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="no chat template: the prompt goes to the model as is")
     p.add_argument("--system", default=None, help="system message (chat mode)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the result and statistics")
+    add_draft_args(p)
     add_budget_args(p)
     p.set_defaults(func=_run)
 
@@ -71,6 +72,9 @@ def _run(args: argparse.Namespace) -> int:
             "eval_tps": round(result.eval_tps, 3), "load_s": round(runner.load_ns / 1e9, 3),
             "peak_rss_bytes": peak_rss, **stats,
         }
+        if result.speculative is not None:   # tokens per pass, acceptance, drafted and accepted counts
+            summary["speculative"] = result.speculative
+            summary["decode_s"] = round((result.total_ns - result.prompt_ns) / 1e9, 4)
         if args.json:
             print(json.dumps(summary))
         else:
@@ -80,6 +84,13 @@ def _run(args: argparse.Namespace) -> int:
             if "disk_bytes_per_token" in stats:
                 line += (f", disk {stats['disk_bytes_per_token'] / 1e6:.1f} MB/tok @ {stats['disk_gbps']:.2f} GB/s"
                          f" (predicted {stats.get('predicted_tps', 0):.2f} tok/s)")
+            spec = result.speculative
+            if spec is not None and "passes" in spec:
+                line += (f"\n[draft {spec['draft']}] {spec['tokens_per_pass']:.2f} tok/pass, accepted "
+                         f"{spec['accepted']}/{spec['drafted']} drafted ({spec['acceptance_rate']:.0%}), "
+                         f"depth <= {spec['draft_max']}" + ("" if spec["exact"] else " (beyond the exact batch)"))
+            elif spec is not None:
+                line += f"\n[draft {spec['draft']}] off: {spec.get('off_reason', '')}"
             print(line, file=sys.stderr)
         return 0
     finally:
