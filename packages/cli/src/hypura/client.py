@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
@@ -49,16 +49,21 @@ def server_url(env: Mapping[str, str] | None = None) -> str:
 
 
 class Stream:
-    """An NDJSON response, read line by line. `abort` (from any thread) drops the connection: the server
-    sees its client leave and stops the generation."""
+    """A streamed POST whose NDJSON objects are read as they come: the request is sent when iteration
+    starts (the server answers after the prompt is evaluated). `abort`, from any thread, drops the
+    connection — before or during the answer — so the server sees its client leave and stops generating."""
 
-    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
-        self._conn, self._resp = conn, resp
+    def __init__(self, client: Client, path: str, body: dict[str, Any]) -> None:
+        self._client, self._path, self._body = client, path, body
+        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
         self.aborted = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
-            for line in self._resp:
+            resp = self._client._send("POST", self._path, {**self._body, "stream": True}, self._client.timeout,
+                                      on_connect=self._connected)
+            for line in resp:
                 if not line.strip():
                     continue
                 obj = json.loads(line)
@@ -74,9 +79,14 @@ class Stream:
         finally:
             self.close()
 
+    def _connected(self, conn: http.client.HTTPConnection) -> None:
+        self._conn, self._sock = conn, conn.sock   # the socket: http.client drops conn.sock once it responds
+        if self.aborted:
+            self.abort()
+
     def abort(self) -> None:
         self.aborted = True
-        sock = self._conn.sock
+        sock = self._sock
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -84,7 +94,8 @@ class Stream:
                 pass
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 class Client:
@@ -104,12 +115,16 @@ class Client:
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         return cls(self._hostport, timeout=timeout)
 
-    def _send(self, method: str, path: str, body: Any, timeout: float | None,
-              raw: Any = None, headers: dict[str, str] | None = None):
+    def _send(self, method: str, path: str, body: Any, timeout: float | None, raw: Any = None,
+              headers: dict[str, str] | None = None, on_connect: Callable[[Any], None] | None = None):
+        """Send one request; the response (status < 400) or ServerError. Read and close it via `_read`."""
         conn = self._connect(timeout)
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         hdrs = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
         try:
+            conn.connect()
+            if on_connect is not None:
+                on_connect(conn)
             conn.request(method, self._prefix + path, body=data, headers=hdrs)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
@@ -123,16 +138,20 @@ class Client:
             except (ValueError, AttributeError):
                 message = text.strip() or resp.reason
             raise ServerError(resp.status, str(message))
-        return conn, resp
+        resp.conn_to_close = conn   # type: ignore[attr-defined]
+        return resp
+
+    @staticmethod
+    def _read(resp: http.client.HTTPResponse) -> bytes:
+        try:
+            return resp.read()
+        finally:
+            resp.conn_to_close.close()   # type: ignore[attr-defined]
 
     def request(self, method: str, path: str, body: Any = None, *, raw: Any = None,
                 headers: dict[str, str] | None = None) -> Any:
         """One exchange; the parsed JSON body (None when empty, the text when not JSON)."""
-        conn, resp = self._send(method, path, body, self.timeout, raw, headers)
-        try:
-            text = resp.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
+        text = self._read(self._send(method, path, body, self.timeout, raw, headers)).decode("utf-8", "replace")
         if not text.strip():
             return None
         try:
@@ -141,22 +160,16 @@ class Client:
             return text
 
     def stream(self, path: str, body: dict[str, Any]) -> Stream:
-        """POST with ``stream: true``; iterate the returned `Stream` for the server's NDJSON objects."""
-        conn, resp = self._send("POST", path, {**body, "stream": True}, self.timeout)
-        return Stream(conn, resp)
+        """POST with ``stream: true``; iterating the returned `Stream` sends it and yields the NDJSON objects."""
+        return Stream(self, path, body)
 
     def alive(self) -> bool:
         """True when an Ollama-compatible server answers ``/api/version`` within `PROBE_TIMEOUT_S`."""
         try:
-            conn, resp = self._send("GET", "/api/version", None, PROBE_TIMEOUT_S)
-        except ServerError:
+            return isinstance(json.loads(self._read(self._send("GET", "/api/version", None, PROBE_TIMEOUT_S))
+                                         or b"null"), dict)
+        except (ServerError, ValueError, OSError, http.client.HTTPException):
             return False
-        try:
-            return isinstance(json.loads(resp.read() or b"null"), dict)
-        except (ValueError, OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
 
     def blob_path(self, digest: str) -> str:
         return "/api/blobs/" + quote(digest, safe=":")
@@ -176,7 +189,10 @@ def local_server(**settings: Any) -> Iterator[Client]:
     cfg = load_config({"gpu_budget": settings.pop("gpu_budget", None), "ram_budget": settings.pop("ram_budget", None),
                        "ctx": settings.pop("ctx", None)})
     extra_roots = settings.pop("create_roots", [])
-    conf = settings_from_config(cfg, **{"mode": "auto", **settings})
+    conf = settings_from_config(cfg, mode=settings.pop("mode", None) or "auto")
+    for key, value in settings.items():   # models_dir, n_threads ...: over what the configuration says
+        if value is not None:
+            setattr(conf, key, value)
     conf.host = "127.0.0.1"
     conf.create_roots += list(extra_roots)
     app = create_app(conf)

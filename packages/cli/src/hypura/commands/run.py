@@ -1,4 +1,5 @@
-"""`hypura run [MODEL] -p PROMPT`: generate with a model, streaming tokens to the terminal."""
+"""`hypura run [MODEL] [-p] PROMPT`: generate with a model, streaming tokens to the terminal; with no prompt
+on a terminal, the interactive chat (`hypura.interactive`)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from hypura_hardware import peak_rss_bytes
 
+from .. import interactive
 from ._common import add_budget_args, add_draft_args, finite_float, int_in, load_options_from_args, resolve_model
 
 
@@ -26,12 +28,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the result and statistics")
     add_draft_args(p)
     add_budget_args(p)
+    interactive.add_args(p)   # PROMPT words and the chat's flags
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from hypura_engine import GenerateOptions, Runner, SamplingOptions
 
+    if interactive.wants_chat(args):   # no prompt, on a terminal: the chat, as `ollama run` (hypura/interactive.py)
+        return interactive.run_chat(args)
     prompt = args.prompt
     if prompt is None:
         if sys.stdin.isatty():
