@@ -8,7 +8,7 @@
  * without breaking kernel fusion). Every other node costs a few byte compares here. */
 #include <string.h>
 
-#define HYPURA_MAX_RULES 8
+#define HYPURA_MAX_RULES 16
 #define HYPURA_MAX_LAYERS 1024
 #define HYPURA_ACT_SPLIT 1
 #define HYPURA_ACT_NOTE 2

@@ -54,10 +54,13 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
     expert streamer's guessed reads; `repack=False`: dense streaming loads CPU weights unrepacked, as a
     resident load with `use_extra_bufts=False` does. What to stream is the spec's reading of the plan
     (StreamSpec.from_plan)."""
-    from hypura_streaming import DenseStreamer, ExpertStreamer, StreamSpec
+    from hypura_streaming import DenseStreamer, ExpertStreamer, HybridStreamer, StreamSpec
 
     spec = StreamSpec.from_plan(plan, info, mode, path=path)
     device = _gpu_device() if plan.compute_tier == "gpu" else None
     if spec.mode == "dense-stream":
         return DenseStreamer(spec, device=device, repack=repack)
+    dense = StreamSpec.dense_beside(plan, info, path=path)
+    if dense is not None:   # a MoE model whose dense FFN layers stream too
+        return HybridStreamer(spec, dense, device=device, prefetch=prefetch, repack=repack)
     return ExpertStreamer(spec, device=device, prefetch=prefetch)

@@ -43,6 +43,7 @@ class Runner:
         self.mode = "resident"
         eval_filter = None
         n_ubatch = opts.n_batch
+        self.ubatch_reason = ""      # why prompts go in smaller ubatches than asked for (one line; "" if not)
         self.mode_reason = "asked for" if opts.mode != "auto" else "the plan's mode"
         self.model = None
         if opts.mode != "resident":
@@ -75,8 +76,10 @@ class Runner:
                                                                 use_extra_bufts=opts.use_extra_bufts))
         else:
             eval_filter = self.streamer.eval_filter
-            if self.streamer.max_ubatch is not None:
-                n_ubatch = min(n_ubatch, self.streamer.max_ubatch)
+            if self.streamer.max_ubatch is not None and self.streamer.max_ubatch < n_ubatch:
+                n_ubatch = self.streamer.max_ubatch
+                self.ubatch_reason = _split_prompt_reason(self.streamer, n_ubatch)
+                log.warning("%s: %s", self.path, self.ubatch_reason)
         try:
             n_ctx = max(16, min(opts.ctx, self.model.n_ctx_train or opts.ctx))
             self.ctx = LlamaContext(self.model, ContextParams(n_ctx=n_ctx, n_batch=opts.n_batch,
@@ -269,6 +272,8 @@ class Runner:
     def stats(self) -> dict[str, Any]:
         size = self.path.stat().st_size
         out: dict[str, Any] = {"mode": self.mode, "mode_reason": self.mode_reason, "model_bytes": size}
+        if self.ubatch_reason:
+            out["prompt_ubatch"], out["prompt_ubatch_reason"] = self.ctx.params.n_ubatch, self.ubatch_reason
         if self.streamer is None:   # llama.cpp's own placement: every layer on the compute device
             tier = self._resident_tier
             out["tier_bytes"] = {"gpu": 0, "ram": 0, "nvme": 0, tier: size}
@@ -288,3 +293,13 @@ class Runner:
 def _aborted(exc: BaseException, cancel: threading.Event | None) -> bool:
     """A decode stopped by Runner.abort() for a cancelled generation (not an error of the model)."""
     return isinstance(exc, DecodeError) and exc.code == 2 and cancel is not None and cancel.is_set()
+
+
+def _split_prompt_reason(streamer, n_ubatch: int) -> str:
+    """One line: the expert cache cannot hold a layer's experts, so prompts go in ubatches of `n_ubatch`."""
+    short = streamer.n_expert - streamer.n_slots
+    more = short * sum(k.slot for k in streamer.layout.kinds.values()) if streamer.layout is not None else 0
+    return (f"the expert cache holds {streamer.n_slots} experts, fewer than a layer's {streamer.n_expert}: prompts "
+            f"go in ubatches of {n_ubatch} tokens, and llama.cpp's matmuls group a ubatch's rows per expert, so "
+            f"logits can differ in the last bits from --mode resident (whole prompt in one ubatch); about "
+            f"{more / 2**20:.0f} MiB more RAM budget holds a whole layer")

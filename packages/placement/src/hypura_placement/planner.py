@@ -110,7 +110,8 @@ class _Unit:
     slot: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.slot = int(self.touched) if self.kind == "routed_expert" else self.nbytes
+        # a pool slot of experts holds a token's (at least two: the CPU's repacked MUL_MAT_ID needs 3-D weights)
+        self.slot = max(int(self.touched), 2 * self.expert_bytes) if self.kind == "routed_expert" else self.nbytes
 
     @property
     def density(self) -> float:
@@ -191,8 +192,8 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
             f"{what} budget {cap_c} bytes ({cap_c / GiB:.2f} GiB) is too small for {m.path}: the always-resident "
             f"part needs {core_c + overhead} bytes (weights {core_c}, KV cache and compute buffers {overhead}) "
             f"plus one streaming slot of {slot} bytes: at least {minimum} bytes ({minimum / GiB:.2f} GiB)")
-    def place(n_slots: int) -> Plan:
-        """Steps (3)-(4) with a pool of `n_slots` slots, on a copy of the plan so far."""
+    def place(n_slots: int, slot: int) -> Plan:
+        """Steps (3)-(4) with a pool of `n_slots` slots of `slot` bytes, on a copy of the plan so far."""
         plan = Plan.from_dict(template)
         ctier = plan.compute_tier
         if has_gpu and n_slots == 2 and ram_b - emb_ram < 2 * slot:   # each VRAM slot has pinned staging
@@ -224,14 +225,21 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
 
     template = plan.to_dict()
     moe = any(u.kind == "routed_expert" for u in units)
+    # A MoE model with dense FFN layers: also a pool sized for experts only, where those layers must then stay
+    # resident (with the larger slot they may stream beside the experts, through the pool).
+    slots = [slot] + sorted({max(u.slot for u in units if u.kind == "routed_expert")} - {slot}) if moe else [slot]
     plans, error = [], None
     for n_slots in (2, 1) if cap_c >= minimum + slot else (1,):
-        try:
-            plans.append(place(n_slots))
-        except PlanError as exc:
-            error = error or exc
-            continue
-        if not moe:        # dense: two slots whenever they can be placed (see step 2)
+        for size in slots:
+            try:
+                p = place(n_slots, size)
+                if size != slot and any(u.kind == "dense_ffn" and tier != p.compute_tier
+                                        for u in units for tier in [p.tensors[u.names[0]]]):
+                    raise PlanError("a dense FFN layer would stream without a slot")
+                plans.append(p)
+            except PlanError as exc:
+                error = error or exc
+        if plans and not moe:        # dense: two slots whenever they can be placed (see step 2)
             break
     if not plans:
         raise error
@@ -294,7 +302,17 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     ebytes = _cache_slot_bytes(moe, by_name)
     s_all = sum(u.n_expert for u in moe)
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
+    dense_streamed = [u for u in streamed if u.kind == "dense_ffn"]
+    if moe and dense_streamed:   # both stream: the pool's slots hold dense layers, the rest is expert cache
+        dslot = max(u.nbytes for u in dense_streamed)
+        left_c += n_slots * (slot - dslot)
+        plan.reserved[ctier] -= n_slots * (slot - dslot)
+        plan.slot_bytes = slot = dslot
     c_cache = min(s_all, left_c // ebytes) if ebytes else 0
+    if moe and dense_streamed and c_cache < max(2, m.n_expert_used):
+        raise PlanError(f"{'GPU' if ctier == 'gpu' else 'RAM'} budget too small: dense FFN layers stream beside the "
+                        f"experts, and the {left_c} bytes left hold {c_cache} experts, fewer than the "
+                        f"{m.n_expert_used} a token uses")
     r_cache = min(s_nvme, left_r // ebytes) if ebytes and ctier == "gpu" else 0
     h_c, h_r, hit_model = _hit_rates(routing, moe, c_cache, r_cache, s_all, s_nvme, ctier)
     ram_tok = nvme_tok = 0.0
@@ -317,6 +335,10 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
                          "expert_bytes": ebytes, "expert_bytes_by_layer": {str(u.layer): u.expert_bytes for u in moe},
                          "hit_rate": {ctier: h_c, **({"ram": h_r} if ctier == "gpu" else {})},
                          "model": hit_model}
+    if moe and ebytes:   # every slot: the cache and the pool (n_used experts each)
+        slots = c_cache + (0 if dense_streamed else n_slots * slot // ebytes)   # else the pool is experts' too
+        plan.expert_cache.update(slots=slots, layer_experts=max(u.n_expert for u in moe),
+                                 prompt_ubatch=_prompt_ubatch(slots, moe, m.n_expert_used))
     if any(u.kind == "routed_expert" for u in streamed):
         plan.mode = "expert-streaming"
     elif streamed:
@@ -330,6 +352,16 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     plan.touched_bytes_per_token = m.bytes_per_token()
     _predict(plan, m, hw, ebytes)
     return plan
+
+
+def _prompt_ubatch(slots: int, moe: list[_Unit], n_used: int) -> int:
+    """Tokens per prompt ubatch the expert cache allows: llama.cpp's default when it holds a whole layer's
+    experts (any ubatch's union fits), else as many tokens as it holds selections of. Only the default gives
+    resident's numerics exactly: llama.cpp's CPU matmuls group a ubatch's rows per expert, so a split prompt
+    can change the last bits of its logits (seen on K-quant ernie4_5-moe and GLM-4.7-Flash files)."""
+    if slots >= max(u.n_expert for u in moe):
+        return N_UBATCH
+    return max(1, slots // max(1, n_used))
 
 
 def _layer_map(m: ModelInfo, units: list[_Unit], tensors: dict[str, str]) -> list[dict]:

@@ -41,13 +41,17 @@ class Streamer(abc.ABC):
     """Streams the weights `spec` names, during llama.cpp's forward passes, on `device` (a GPU
     `hypura_llama.Device`; None: host RAM and the CPU backend)."""
 
-    def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True) -> None:
+    def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True,
+                 eval_filter: EvalFilter | None = None) -> None:
+        """`eval_filter`: a filter shared with another streamer of the same model, whose owner dispatches each
+        rule to the streamer that added it (`rules`); None: this streamer's own."""
         self.spec = spec
         self.path = spec.path
         self.layers = list(spec.layers)
         self.device = device
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io, shards=model_files(self.path))
-        self.eval_filter = EvalFilter(self._on_node)
+        self.eval_filter = eval_filter if eval_filter is not None else EvalFilter(self._on_node)
+        self.rules: set[int] = set()     # the eval-filter rules this streamer added (its nodes)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}   # layer -> its place in a pass
         self._last_k = 1 << 30
         self._load_bytes = 0
@@ -74,6 +78,11 @@ class Streamer(abc.ABC):
         self.reader.clock.busy_s = 0.0
 
     # -- the eval callback ----------------------------------------------------------------
+    def _add_rule(self, prefix: str, suffix: str, action: int, layers=()) -> int:
+        r = self.eval_filter.add_rule(prefix, suffix, action, layers=layers)
+        self.rules.add(r)
+        return r
+
     @abc.abstractmethod
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
         """The eval filter's callback (see hypura_llama.evalcb)."""

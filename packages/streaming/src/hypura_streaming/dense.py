@@ -44,13 +44,13 @@ class DenseStreamer(Streamer):
     """Streams the dense FFN tensors of `spec.layers` through `spec.n_slots` slots."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True,
-                 trigger: str = "ffn_norm-", repack: bool = True) -> None:
+                 trigger: str = "ffn_norm-", repack: bool = True, eval_filter=None) -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
         the CPU backend). `trigger` is the node before which a layer's weights must be resident, and
         `repack=False` loads every weight in plain storage (llama.cpp's default load would not):
         only negative controls in the tests change them. `spec.ram_layers` are read from disk once into
         a RAM copy (pinned with a GPU) and filled from there, never re-read."""
-        super().__init__(spec, device, io_threads, direct_io)
+        super().__init__(spec, device, io_threads, direct_io, eval_filter)
         self.repack = repack and device is None
         self.repack_slots: list[RepackSlots] = []
         self._convert: list[list[tuple[RepackSlots, object, int]]] = []   # per layer: (storage, tensor, raw offset)
@@ -61,9 +61,7 @@ class DenseStreamer(Streamer):
         self.pool: HostSlotPool | DeviceSlotPool | None = None
         self._layer_tensors: list[list[tuple[object, int]]] = []
         self.layouts: list[LayerLayout] = []
-        rule = self.eval_filter.add_rule(trigger, "", SPLIT)
-        for layer in self.layers:
-            self.eval_filter.set_layer(rule, layer)
+        self._add_rule(trigger, "", SPLIT, layers=self.layers)
         # slot state
         self._owner = [-1] * self.n_slots             # streamed index loaded / loading in each slot
         self._futures: list[list[Future]] = [[] for _ in range(self.n_slots)]
@@ -81,8 +79,14 @@ class DenseStreamer(Streamer):
             model = owned.load(params)
         finally:
             owned.close()
+        return self.attach(owned, model)
+
+    def attach(self, owned: OwnedLoad, model: LlamaModel) -> LlamaModel:
+        """Take over the streamed dense FFN tensors of `model`, just loaded by `owned`: lay them out, allocate
+        the slot pool and re-point them into it (on an error the model is closed)."""
         by_layer: dict[int, list] = {layer: [] for layer in self.layers}
-        for name in owned.streamed:
+        mine = [name for name in owned.streamed if DENSE_FFN.match(name)]
+        for name in mine:
             by_layer[int(DENSE_FFN.match(name).group(1))].append(owned.index.tensors[name])
         missing = [layer for layer, ts in by_layer.items() if not ts]
         if missing:
@@ -90,7 +94,7 @@ class DenseStreamer(Streamer):
             raise ValueError(f"{self.path}: no dense FFN tensors in layers {missing} (is this a MoE model?)")
         self.layouts = [LayerLayout.build(layer, by_layer[layer]) for layer in self.layers]
         slot_size = max(lay.size for lay in self.layouts)
-        groups = by_buffer_type({n: b for n in owned.streamed if (b := owned.repack_buffer_type(n)) is not None})
+        groups = by_buffer_type({n: b for n in mine if (b := owned.repack_buffer_type(n)) is not None})
         # the buffer type most streamed bytes repack into: the slots' own memory, converted in place
         main = max(groups.values(), key=lambda g: sum(owned.index.tensors[n].size for n in g[1]), default=None)
         in_place = set(main[1]) if main else set()

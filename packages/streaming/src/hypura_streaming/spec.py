@@ -86,7 +86,8 @@ class StreamSpec:
             on_gpu = plan.compute_tier == "gpu"
             ebytes = plan.expert_cache.get("expert_bytes") or 1
             cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
-            pool = cached * ebytes + plan.n_slots * plan.slot_bytes
+            # the slot pool is expert cache too, unless dense FFN layers stream beside the experts (theirs)
+            pool = cached * ebytes + (0 if cls.dense_beside(plan, info, path) else plan.n_slots * plan.slot_bytes)
             slots = pool // ebytes
             if not on_gpu:
                 kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
@@ -96,6 +97,19 @@ class StreamSpec:
             ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if on_gpu else 0
             return cls.experts(path, moe_layers, n_slots=max(slots, info.n_expert_used), ram_slots=ram_slots)
         raise ValueError(f"unknown streaming mode {mode!r}")
+
+    @classmethod
+    def dense_beside(cls, plan, info, path=None) -> StreamSpec | None:
+        """For a MoE model's plan: the dense-stream spec of the dense FFN layers it streams (leading or
+        interleaved dense layers, through the plan's slot pool), None when it keeps them all resident."""
+        if not info.is_moe:
+            return None
+        layers = sorted({t.layer for t in info.tensors if t.role == "dense_ffn" and t.layer is not None
+                         and plan.tensors.get(t.name, plan.compute_tier) != plan.compute_tier})
+        if not layers:
+            return None
+        ram = [layer for layer in plan.streamed_layers.get("ram", []) if layer in layers]
+        return cls.dense(info.path if path is None else path, layers, n_slots=max(1, plan.n_slots), ram_layers=ram)
 
     def is_streamed(self, name: str) -> bool:
         """Whether the tensor `name` is one this spec streams (the streamer owns its memory)."""

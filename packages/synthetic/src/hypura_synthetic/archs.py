@@ -82,7 +82,8 @@ def qwen35moe(s: ArchShape, i: int, p: str) -> list[T]:
 
 
 def glm4moe(s: ArchShape, i: int, p: str) -> list[T]:
-    out = [_norm(p, "attn_norm", s)] + _attn(s, p) + [_norm(p, "post_attention_norm", s)]
+    out = ([_norm(p, "attn_norm", s)] + _attn(s, p, qk_norm="head" if s.qk_norm else "")
+           + [_norm(p, "post_attention_norm", s)])
     if i < s.n_dense_lead:
         return out + _dense(s, p)
     return out + _experts(s, p, probs_bias=True) + _shared(s, p, s.n_ff_exp * s.n_expert_shared)

@@ -118,15 +118,31 @@ def run_mode(path: Path, mode: str, ram_budget: int | None = None, timeout: floa
 
 def streaming_budget(path: Path) -> int:
     """A RAM budget that forces streaming: what ``hypura plan`` says stays resident (KV cache, compute buffers,
-    every non-FFN weight) plus half of the FFN bytes, at least one layer's FFN (one streaming slot) and 4 KiB."""
-    r = _cli("plan", str(path), "--ram-budget", "1T", "--gpu-budget", "0", "--ctx", str(CTX), "--json", timeout=120)
-    if r.returncode:
-        raise RuntimeError(f"hypura plan {path.name} failed: {r.stderr.strip()[-300:]}")
-    plan = json.loads(r.stdout)
+    every non-FFN weight) plus half of the FFN bytes, at least one layer's FFN (one streaming slot) and 4 KiB —
+    and, for MoE, enough that the expert cache holds a whole layer's experts, so prompts go in llama.cpp's
+    default ubatch as resident's do (with less, the run warns that its prompt is split)."""
+    plan = _plan(path, "1T")
     layers = [layer["ffn_bytes"] for layer in plan["layers"]]
     ffn = sum(layers)
     weights = plan["tiers"]["ram"] + plan["tiers"]["gpu"] + plan["tiers"]["nvme"]
-    return int(plan["resident_overhead"] + weights - ffn + max(ffn // 2, max(layers, default=0) + 4096))
+    budget = int(plan["resident_overhead"] + weights - ffn + max(ffn // 2, max(layers, default=0) + 4096))
+    for _ in range(8):
+        p = _plan(path, str(budget))
+        cache = p["expert_cache"]
+        if p["mode"] == "full-resident":
+            break
+        if cache.get("prompt_ubatch", 512) >= 512:
+            return budget
+        # host slots are a page per kind longer than an expert (the streamer's layout): 3 kinds' pages per slot
+        budget += (cache["layer_experts"] - cache["slots"]) * (cache["expert_bytes"] + 3 * 4096) + 4096
+    raise RuntimeError(f"{path.name}: no streaming budget found whose expert cache holds a whole layer")
+
+
+def _plan(path: Path, budget: str) -> dict:
+    r = _cli("plan", str(path), "--ram-budget", budget, "--gpu-budget", "0", "--ctx", str(CTX), "--json", timeout=120)
+    if r.returncode:
+        raise RuntimeError(f"hypura plan {path.name} failed: {r.stderr.strip()[-300:]}")
+    return json.loads(r.stdout)
 
 
 def compare(ref: Cell, cell: Cell) -> Cell:

@@ -67,12 +67,12 @@ class ExpertStreamer(Streamer):
     """Streams the routed experts of `spec.layers` through a cache of `spec.n_slots` experts."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 8, direct_io: bool = True,
-                 policy: str = "lfu", prefetch: bool = False) -> None:
+                 policy: str = "lfu", prefetch: bool = False, eval_filter=None) -> None:
         """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
         `spec.ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" |
         "lru". `prefetch`: guess and read the next layer's experts while a layer computes (off by
         default: it did not pay where measured, docs/BENCHMARKS.md)."""
-        super().__init__(spec, device, io_threads, direct_io)
+        super().__init__(spec, device, io_threads, direct_io, eval_filter)
         self.policy = policy
         self.n_slots = spec.n_slots
         self.ram_slots = spec.ram_slots
@@ -85,13 +85,13 @@ class ExpertStreamer(Streamer):
         self.memory: ExpertMemory | None = None
         self.reads: ExpertReads | None = None
         self.guesses = Prefetcher(self.layers, 0, 0)
-        f = self.eval_filter
-        self._rule_topk = f.add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
-        self._rule_experts = f.add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
+        f = self
+        self._rule_topk = f._add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
+        self._rule_experts = f._add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
         on_cpu = device is None
-        self._rules_after_gate_up = tuple(f.add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers)
+        self._rules_after_gate_up = tuple(f._add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers)
                                           for n in AFTER_GATE_UP) if on_cpu else ()
-        self._rule_moe_out = f.add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if on_cpu else -1
+        self._rule_moe_out = f._add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if on_cpu else -1
         self._seen_after_gate_up: set[int] = set()   # layers whose graph showed the split after gate/up
         self._seen_moe_out: set[int] = set()         # ... and the one after the down matmul
         self._deferred: DeferredDown | None = None
@@ -115,10 +115,19 @@ class ExpertStreamer(Streamer):
         owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
         try:
             model = owned.load(params)
+        except BaseException:
+            owned.close()
+            raise
+        return self.attach(owned, model)
+
+    def attach(self, owned: OwnedLoad, model: LlamaModel) -> LlamaModel:
+        """Take over the streamed experts of `model`, just loaded by `owned` (closed here; on an error the model
+        too): lay them out, allocate the cache and re-point them into it."""
+        try:
             meta = model.metadata()
             arch = meta.get("general.architecture", "")
             if arch in SPLIT_BEFORE_EXPERTS:
-                self.eval_filter.add_rule(*SPLIT_BEFORE_EXPERTS[arch], SPLIT, layers=self.layers)
+                self._add_rule(*SPLIT_BEFORE_EXPERTS[arch], SPLIT, layers=self.layers)
             elif arch not in DEFAULT_SPLIT_ARCHS:
                 raise ValueError(f"{self.path}: expert streaming does not support architecture {arch!r} yet (where "
                                  "its MoE FFN starts is not known; use --mode resident or dense-stream)")
@@ -129,8 +138,7 @@ class ExpertStreamer(Streamer):
                 self.guesses.setup(owned, meta)
         except BaseException:
             owned.close()
-            if "model" in locals():
-                model.close()
+            model.close()
             raise
         owned.close()
         self.n_used = self.guesses.n_used
@@ -149,7 +157,8 @@ class ExpertStreamer(Streamer):
         CPU, expert matrices of a type llama.cpp's default load repacks (CPU_REPACK; the owned load's
         decision) are kept repacked, as the resident reference computes them."""
         tensors, repack = [], {}
-        for name, t in owned.streamed.items():
+        mine = {name: t for name, t in owned.streamed.items() if EXPS.match(name)}
+        for name, t in mine.items():
             layer, kind, suffix = EXPS.match(name).groups()
             info = owned.index.tensors[name]
             buft = owned.repack_buffer_type(name) if self.device is None else None
@@ -171,7 +180,7 @@ class ExpertStreamer(Streamer):
             self.ram_cache = ExpertCache(self.ram_slots, self.policy)
         self.memory = ExpertMemory(lay, self.device, n_staging=self.reader.threads,
                                    repack_buft=next(iter(repack.values()), None))
-        for name, t in owned.streamed.items():
+        for name, t in mine.items():
             layer, kind, suffix = EXPS.match(name).groups()
             self.memory.repoint(int(layer), kind_of(kind, suffix), t)
         self.memory.resize_side_tensors(owned, self._pos)
