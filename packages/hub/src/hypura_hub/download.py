@@ -33,7 +33,7 @@ class Fetched:
     size: int
     sha256: str
     verified: bool        # the sha256 was published and matched
-    resumed_from: int     # bytes already on disk when this call began (0: a fresh download)
+    resumed_from: int     # the byte this call's download continued from (0: from the start)
     downloaded: int       # bytes this call received
 
 
@@ -85,7 +85,8 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
         meta, have = {}, 0
     else:
         have = part.stat().st_size if part.exists() else 0
-    resumed_from, downloaded, attempt = have, 0, 0
+    resumed_from: int | None = None     # where the first answer this call got began (0: from the start)
+    downloaded, attempt = 0, 0
     while True:
         send = dict(headers or {})
         if have and meta.get("etag"):
@@ -100,6 +101,7 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
                 if start not in (0, have):
                     raise HubError(f"{url}: asked for bytes from {have}, got them from {start}")
                 have = start
+                resumed_from = start if resumed_from is None else resumed_from
                 total = size or r.size
                 sha256 = sha256 or r.sha256
                 meta = {"url": url, "etag": r.etag, "size": total, "sha256": sha256}
@@ -140,7 +142,7 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
     os.replace(part, target)
     meta_path.unlink(missing_ok=True)
     _fsync_dir(target.parent)
-    return Fetched(target, have, digest, bool(sha256), resumed_from, downloaded)
+    return Fetched(target, have, digest, bool(sha256), resumed_from or 0, downloaded)
 
 
 def _discard(part: Path, meta: Path) -> None:

@@ -44,6 +44,7 @@ class Response:
     headers: dict[str, str]
     body: IO[bytes]
     hops: list[str] = field(default_factory=list)
+    final_headers: dict[str, str] = field(default_factory=dict)   # the answering server's own (lower-case)
 
     def close(self) -> None:
         self.body.close()
@@ -79,7 +80,8 @@ class Response:
 
     @property
     def etag(self) -> str | None:
-        return self.headers.get("x-linked-etag") or self.headers.get("etag")
+        """The answering server's validator, for ``If-Range`` (a CDN's ETag is not the Hub's X-Linked-Etag)."""
+        return self.final_headers.get("etag")
 
 
 def _merge(into: dict[str, str], msg: Message) -> None:
@@ -123,7 +125,7 @@ def open_url(url: str, method: str = "GET", headers: dict[str, str] | None = Non
             reason = getattr(exc, "reason", exc)
             raise HubError(f"{url}: cannot connect: {reason}") from None
         _merge(merged, resp.headers)
-        return Response(resp.status, url, merged, resp, hops)
+        return Response(resp.status, url, merged, resp, hops, {k.lower(): v for k, v in resp.headers.items()})
     raise HubError(f"{hops[0]}: more than {MAX_REDIRECTS} redirects")
 
 

@@ -14,10 +14,13 @@ from flask import Blueprint, Response, jsonify, request
 
 from hypura_engine import ModelNotFound, default_model_path
 from hypura_hardware.files import atomic_write
+from hypura_hub import is_remote
 
 from .durations import FOREVER, from_timestamp
 from .errors import APIError, bad_request, checked_name, field, json_body, model_name
 from .jobs import check_template
+from .live import live, page as live_page, tiers_svg, wants_html
+from .pulls import remote_pull
 from .modelinfo import capabilities, details, digest, model_info, read_info, tag_entry
 from .state import options, resolve, state
 from .version import __version__
@@ -29,7 +32,13 @@ _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 
 @bp.route("/", methods=["GET", "HEAD"])
 def root() -> Response:
+    if wants_html():          # a browser: the live view of the tiers (API clients keep Ollama's answer)
+        return live_page()
     return Response("Ollama is running", mimetype="text/plain")
+
+
+bp.add_url_rule("/api/hypura/live", "live", live)               # the live page's figures (live.py)
+bp.add_url_rule("/api/hypura/tiers.svg", "tiers_svg", tiers_svg)  # a loaded model's tier picture
 
 
 @bp.route("/api/version", methods=["GET", "HEAD"])
@@ -296,11 +305,14 @@ def delete() -> Response:
 def pull() -> Response:
     body = json_body()
     name = model_name(body)
+    if is_remote(name):       # hf.co/OWNER/REPO[:QUANT] or an http(s) URL: download it (pulls.py)
+        return remote_pull(name, field(body, "stream", bool, True))
     try:
         entry = state().registry.resolve(name)
     except ModelNotFound:
-        raise APIError(404, f"model '{name}' not found: Hypura cannot reach a model registry; put the .gguf "
-                            f"in {state().registry.models_dir} or register it with /api/create") from None
+        raise APIError(404, f"model '{name}' not found: Hypura cannot reach a model registry (it pulls "
+                            f"hf.co/OWNER/REPO[:QUANT] names and https URLs of .gguf files); put the .gguf in {state().registry.models_dir} "
+                            "or register it with /api/create") from None
     except ValueError as exc:
         raise bad_request(str(exc)) from None
     lines = [{"status": "pulling manifest"}, {"status": f"using local {entry.path.name}"}, {"status": "success"}]

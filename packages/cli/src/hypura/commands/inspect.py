@@ -52,15 +52,25 @@ def format_info(info, tensors: bool = False) -> str:
 def run(args: argparse.Namespace) -> int:
     from hypura_placement import inspect_model
 
-    info = inspect_model(resolve_path(args.model))
+    from .remote_model import fetched_line, is_remote, remote_model_info
+
+    remote = None
+    if is_remote(args.model):     # a URL or hf.co/OWNER/REPO[:QUANT]: the header only, by Range requests
+        info, remote = remote_model_info(args.model)
+    else:
+        info = inspect_model(resolve_path(args.model))
     if args.json:
         out = info.summary()
+        if remote is not None:
+            out["fetched_bytes"], out["requests"], out["urls"] = remote.fetched, remote.requests, remote.urls
         if args.tensors:
             out["tensors"] = [{"name": t.name, "type": t.ggml_type, "shape": list(t.shape), "offset": t.offset,
                                "nbytes": t.nbytes, "role": t.role, "layer": t.layer} for t in info.tensors]
         print(json.dumps(out, indent=2))
     else:
         print(format_info(info, args.tensors))
+        if remote is not None:
+            print(fetched_line(remote))
     return 0
 
 
@@ -68,7 +78,8 @@ def register(subparsers) -> None:
     """Add `hypura inspect`."""
     p = subparsers.add_parser("inspect", help="show a GGUF's architecture, size and bytes per role",
                               description=__doc__)
-    p.add_argument("model", metavar="MODEL", help="a .gguf file")
+    p.add_argument("model", metavar="MODEL", help="a .gguf file, an https://.../model.gguf URL or hf.co/OWNER/REPO[:QUANT] "
+                   "(remote: only the header is fetched, with Range requests)")
     p.add_argument("--tensors", action="store_true", help="list every tensor (type, shape, offset, role)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run, command="inspect")

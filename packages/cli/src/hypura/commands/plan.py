@@ -1,5 +1,6 @@
-"""`hypura plan MODEL [--gpu-budget SIZE] [--ram-budget SIZE] [--ctx N] [--hardware NAME|FILE] [--json]`:
-where every tensor would live (GPU / RAM / NVMe), the mode, and the predicted decode speed."""
+"""`hypura plan MODEL|URL [--gpu-budget SIZE] [--ram-budget SIZE] [--ctx N] [--hardware NAME|FILE] [--json] [--svg FILE]`:
+where every tensor would live (GPU / RAM / NVMe), the mode, and the predicted decode speed. A URL or
+hf.co/OWNER/REPO[:QUANT] is planned from its header alone (Range requests): before a weight is downloaded."""
 from __future__ import annotations
 
 import argparse
@@ -82,28 +83,45 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import load_config
 
+    from .remote_model import fetched_line, is_remote, remote_model_info
+
     cfg = load_config({"gpu_budget": args.gpu_budget, "ram_budget": args.ram_budget, "ctx": args.ctx})
-    info = inspect_model(resolve_path(args.model))
+    remote = None
+    if is_remote(args.model):     # header only, by Range requests; KV and buffers: the planner's estimate
+        info, remote = remote_model_info(args.model)
+    else:
+        info = inspect_model(resolve_path(args.model))
     spec, note = load_spec(args.hardware)
     if note:
         print(f"hypura plan: note: {note}", file=sys.stderr)
     overhead = None
-    if not info.header_only:  # the same figure `hypura run` plans with: llama.cpp's no_alloc dry run
+    if not info.header_only and remote is None:  # the same figure `hypura run` plans with: llama.cpp's no_alloc dry run
         from hypura_llama import estimate_overhead
 
         overhead = estimate_overhead(info.path, cfg.ctx)
     from hypura_engine.planning import routing_for_plan
 
-    routing = None if args.no_routing_stats else routing_for_plan(info)   # as `hypura run` with warm start
+    routing = None if args.no_routing_stats or remote else routing_for_plan(info)   # as `hypura run` with warm start
     plan = plan_placement(info, spec, gpu_budget=cfg.gpu_budget, ram_budget=cfg.ram_budget, ctx=cfg.ctx,
                           resident_overhead=overhead, routing=routing)
+    if args.svg:
+        from hypura_placement.tier_picture import plan_svg
+
+        with open(args.svg, "w") as f:
+            f.write(plan_svg(plan.to_dict(), title=str(info.path).rsplit("/", 1)[-1]))
     if args.json:
         out = plan.to_dict()
         if note:
             out["hardware_note"] = note
+        if remote is not None:
+            out["fetched_bytes"], out["requests"], out["remote_size"] = remote.fetched, remote.requests, sum(remote.sizes)
         print(json.dumps(out, indent=1))
     else:
         print(format_plan(plan, info, note))
+        if remote is not None:
+            print(fetched_line(remote))
+        if args.svg:
+            print(f"tier picture: {args.svg}")
     return 0
 
 
@@ -111,7 +129,8 @@ def register(subparsers) -> None:
     """Add `hypura plan`."""
     p = subparsers.add_parser("plan", help="place every tensor on GPU / RAM / NVMe and predict the speed",
                               description=__doc__)
-    p.add_argument("model", metavar="MODEL", help="a .gguf file (header-only files work)")
+    p.add_argument("model", metavar="MODEL", help="a .gguf file (header-only files work), an https://.../model.gguf URL "
+                   "or hf.co/OWNER/REPO[:QUANT] (only the header is fetched)")
     p.add_argument("--gpu-budget", default=None, metavar="SIZE", type=size_arg,
                    help=f"compute-device memory budget (default: measured free minus a margin; 0 = CPU only); "
                         "sizes: 512M, 8G, 16GiB, 1.5T (K/M/G/T are binary: G = GiB = 1024^3; KB/MB/GB decimal)")
@@ -125,4 +144,6 @@ def register(subparsers) -> None:
                    help="MoE: predict expert-cache hit rates for uniform routing even when earlier runs left "
                         "routing statistics (the default uses them, as `hypura run` does with warm start)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--svg", default=None, metavar="FILE", help="also write the tiers as a picture (SVG): per layer, "
+                   "what is on GPU, RAM and NVMe — the picture the server's page shows")
     p.set_defaults(func=run, command="plan")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     entry, result = pull_and_register(args.source, args.name, args.retries, bar=not args.quiet)
     for f in result.files:
         how = "sha256 verified" if f.verified else "size checked (the host publishes no sha256)"
-        resumed = f", resumed at {format_size(f.resumed_from)}" if f.resumed_from and f.downloaded else ""
+        resumed = f", resumed at byte {f.resumed_from}" if f.resumed_from and f.downloaded else ""
         kept = ", already here" if not f.downloaded else ""
         print(f"{f.path.name}  {format_size(f.size)}  {how}{resumed}{kept}")
     print(f"pulled {entry.name} -> {entry.path}")
