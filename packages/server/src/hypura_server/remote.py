@@ -93,6 +93,8 @@ class WorkerRunner:
         self.metadata: dict[str, Any] = info["metadata"]
         self.mode: str = info["mode"]
         self._stats: dict[str, Any] = info["stats"]
+        self.plan: dict[str, Any] | None = info.get("plan")   # the plan it follows, tensors left out
+        self.live: dict[str, Any] = {"running": False}          # the generation now: see `generate`
         source, bos, eos = info["template"]
         self.template = ChatTemplate(source, bos, eos)
 
@@ -183,6 +185,9 @@ class WorkerRunner:
         except OSError:
             raise self._crash("generating") from None
         finished, cancelled = False, False
+        # for the live page: pieces so far, when the first came, and the worker's latest statistics
+        live = self.live = {"running": True, "started": time.time(), "pieces": 0, "first_piece": None,
+                            "stats": dict(self._stats)}
 
         def check_cancel() -> None:
             nonlocal cancelled
@@ -194,7 +199,15 @@ class WorkerRunner:
                 check_cancel()
                 msg = self._recv("generating", on_wait=check_cancel)
                 if msg[0] == "piece":
+                    live["pieces"] += 1
+                    live["first_piece"] = live["first_piece"] or time.time()
+                    live["last_piece"] = time.time()
                     yield msg[1]
+                elif msg[0] == "stats":   # disk bytes per wall second between two reports: the read rate now
+                    now, read = time.time(), msg[1].get("bytes_from_disk", 0)
+                    if "stats_at" in live and now > live["stats_at"]:
+                        live["disk_bps_now"] = (read - live["stats"].get("bytes_from_disk", 0)) / (now - live["stats_at"])
+                    live["stats"], live["stats_at"] = msg[1], now
                 elif msg[0] == "done":
                     finished = True
                     self._stats = msg[2]
@@ -204,6 +217,7 @@ class WorkerRunner:
                     finished = True
                     _raise(*msg[1:])
         finally:
+            live["running"], live["stats"] = False, dict(self._stats)
             if not finished and self.alive:
                 self._abandon(rid)
 

@@ -7,7 +7,8 @@ it over the inherited socket FD with `multiprocessing.connection` (pickled tuple
 Requests (parent → worker), answered in order:
   ``("load", path, LoadOptions, name)`` → ``("ready", info)`` | ``("error", kind, message)`` (then exit)
   ``("tokenize", text, add_special)`` / ``("embed", text)`` → ``("ok", value)`` | ``("error", kind, message)``
-  ``("generate", rid, tokens, GenerateOptions)`` → ``("piece", text)``… then ``("done", result, stats)`` | error
+  ``("generate", rid, tokens, GenerateOptions)`` → ``("piece", text)``… then ``("done", result, stats)`` | error;
+  every `LIVE_EVERY_S` of a generation also ``("stats", stats, pieces)`` (the live page's figures mid-run)
   ``("cancel", rid)`` — out of band: stops generation `rid` between tokens, or inside the decode running
   now through llama.cpp's abort callback (it still ends with ``done``)
   ``("close",)`` — exit.
@@ -22,11 +23,24 @@ import os
 import queue
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 ABORT_MARKER_ENV = "HYPURA_TEST_WORKER_ABORT_MARKER"
 SKIP_VALIDATION_ENV = "HYPURA_TEST_WORKER_SKIP_VALIDATION"
+LIVE_EVERY_S = 0.5     # a dense streamer's stats() waits for its reads in flight: at most twice a second
+
+
+def _plan_summary(runner: Any) -> dict | None:
+    """The plan the runner follows, for the live page: its per-tensor map only for the tensors outside the layers
+    (embedding, output; the layers' thousands are in its per-layer rows)."""
+    plan = getattr(runner, "plan", None)
+    if plan is None:
+        return None
+    out = plan.to_dict()
+    out["tensors"] = {n: t for n, t in out["tensors"].items() if not n.startswith("blk.")}
+    return out
 
 
 def _error(exc: BaseException) -> tuple[str, str, str]:
@@ -81,6 +95,7 @@ class _Worker:
         tmpl = runner.template
         self.send(("ready", {"n_ctx": runner.n_ctx, "n_batch": runner.ctx.n_batch, "load_ns": runner.load_ns,
                              "metadata": dict(runner.metadata), "mode": runner.mode, "stats": runner.stats(),
+                             "plan": _plan_summary(runner),
                              "template": (tmpl.source, tmpl.bos_token, tmpl.eos_token)}))
         try:
             while (msg := self.inbox.get())[0] != "close":
@@ -122,11 +137,16 @@ class _Worker:
             raise ValueError(f"token id {bad} is outside the vocabulary (0..{n_vocab - 1})")
         self.cancel.clear()
         self.current = rid
+        pieces, next_stats = 0, time.monotonic() + LIVE_EVERY_S
         try:
             with runner.lock:
                 for item in runner.generate(tokens, opts, self.cancel):
                     if isinstance(item, str):
                         self.send(("piece", item))
+                        pieces += 1
+                        if time.monotonic() >= next_stats:
+                            self.send(("stats", runner.stats(), pieces))
+                            next_stats = time.monotonic() + LIVE_EVERY_S
                         if self.armed:
                             os.abort()
                     else:
