@@ -4,6 +4,7 @@ store never holding a partial or unverified file under the final name."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,10 @@ def test_pull_by_hugging_face_name_default_quant(host, tiny_files, tmp_path):
     paths = [e["path"] for e in host.log]
     assert f"/{REPO}/resolve/main/Tiny-Q4_K_M.gguf" in paths and f"/cdn/{sha_a}" in paths
     assert [p.name for p in store(tmp_path).iterdir()] == ["Tiny-Q4_K_M.gguf"]   # no partial left beside it
+    ran = run_hypura("run", "hf.co/owner/tiny-gguf:q4_k_m", "--raw", "--temp", "0", "-n", "4", "-p", "hello", "--json",
+                     env={"HYPURA_MODELS": str(tmp_path / "models")}, timeout=120)   # the registered name runs
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["path"] == str(got.resolve()) and json.loads(ran.stdout)["eval_tokens"] == 4
     again = pull(host, tmp_path, "hf.co/owner/Tiny-GGUF")                         # already here: checked, not fetched
     assert again.returncode == 0 and "already here" in again.stdout
     assert sum(1 for e in host.log if e["path"] == f"/cdn/{sha_a}" and e["method"] == "GET") == 1

@@ -85,3 +85,12 @@ def test_plan_svg_is_the_tier_picture(tiny_files, tmp_path):
     n_layer = read_header(tiny_files["a"]).kv["llama.block_count"]
     assert len(cells) == 2 * n_layer + 2                        # attention + FFN per layer, embedding, output
     assert {c.get("class") for c in cells} == {"cell tier-ram"}  # a CPU machine: all resident in RAM
+
+
+def test_a_url_that_is_not_a_gguf_is_one_line(host, tmp_path):
+    page = tmp_path / "page.gguf"
+    page.write_bytes(b"<!doctype html><title>Sign in</title>" * 100)
+    r = hypura(host, tmp_path, "plan", host.add_plain_file("page.gguf", page))
+    assert r.returncode == 2 and "not a GGUF file" in r.stderr and "Traceback" not in r.stderr
+    r = hypura(host, tmp_path, "inspect", host.url + "/files/missing.gguf")
+    assert r.returncode == 2 and "HTTP 404" in r.stderr
