@@ -145,3 +145,40 @@ def test_the_page_during_a_streaming_generation(streaming_server, tmp_path):
     assert b"\xf5\x9e\x0b" in colours       # the NVMe amber of the tier picture is on the screen
     t.join(30)
     assert lines and all("error" not in x for x in lines)
+
+
+@pytest.fixture(scope="module")
+def expert_server(tmp_path_factory: pytest.TempPathFactory):
+    from hypura_server import Settings, create_app, make_server
+    from hypura_synthetic import TINY, write_synthetic
+
+    models = tmp_path_factory.mktemp("live-moe")
+    write_synthetic(models / "tinymix.gguf", "mixtral-8x7b", qtype="Q8_0", **TINY["mixtral-8x7b"])
+    settings = Settings(models_dir=models, ollama_dir=tmp_path_factory.mktemp("o2"), mode="expert-stream", ctx=256,
+                        ram_budget=5 << 20, host="127.0.0.1")    # a cache of 6 of 8 experts per layer
+    app = create_app(settings)
+    srv = make_server(app, "127.0.0.1", 0, threads=4)
+    threading.Thread(target=srv.run, daemon=True).start()
+    yield Server("127.0.0.1", srv.effective_port, models, settings.ollama_dir, app)
+    srv.close()
+    app.extensions["hypura"].manager.close()
+
+
+def test_expert_cache_hit_rates_per_layer_reach_the_page(expert_server, tmp_path):
+    srv = expert_server
+    status, _, body = srv.request("POST", "/api/generate", {"model": "tinymix", "prompt": "a b c", "stream": False,
+                                                             "raw": True, "options": {"temperature": 0, "num_predict": 16}})
+    assert status == 200, body
+    m = live(srv)["models"][0]
+    assert m["mode"] == "expert-stream" and not m["running"]
+    assert set(m["hit_rate_by_layer"]) == {"0", "1"} and all(0 < v <= 1 for v in m["hit_rate_by_layer"].values())
+    assert 0 < m["expert_cache_hit_rate"] < 1 and m["last_eval_tps"] > 0
+    status, _, svg = srv.request("GET", "/api/hypura/tiers.svg?model=tinymix:latest")
+    assert status == 200 and svg.count(b'class="hit"') == 2
+    assert svg.count(b'tier-nvme" data-layer=') == 2 and b'data-part="ffn"' in svg   # the experts stream
+    dom = chromium(str(tmp_path / "profile"), "--dump-dom", "--virtual-time-budget=3000", srv.url + "/").stdout
+    assert dom.count('class="hit"') == 2 and pct_text(m["expert_cache_hit_rate"]) in dom
+
+
+def pct_text(x: float) -> str:
+    return f"{100 * x:.1f}%"
