@@ -126,8 +126,11 @@ def streaming_budget(path: Path) -> int:
     ffn = sum(layers)
     weights = plan["tiers"]["ram"] + plan["tiers"]["gpu"] + plan["tiers"]["nvme"]
     budget = int(plan["resident_overhead"] + weights - ffn + max(ffn // 2, max(layers, default=0) + 4096))
-    for _ in range(8):
-        p = _plan(path, str(budget))
+    for _ in range(12):
+        p = _plan(path, str(budget), may_not_fit=True)
+        if p is None:          # no placement at this budget (e.g. a dense layer beside experts): more
+            budget += budget // 16
+            continue
         cache = p["expert_cache"]
         if p["mode"] == "full-resident":
             break
@@ -138,8 +141,11 @@ def streaming_budget(path: Path) -> int:
     raise RuntimeError(f"{path.name}: no streaming budget found whose expert cache holds a whole layer")
 
 
-def _plan(path: Path, budget: str) -> dict:
+def _plan(path: Path, budget: str, may_not_fit: bool = False) -> dict | None:
+    """``hypura plan --json`` at ``budget``; None when the budget is too small and ``may_not_fit``."""
     r = _cli("plan", str(path), "--ram-budget", budget, "--gpu-budget", "0", "--ctx", str(CTX), "--json", timeout=120)
+    if r.returncode and may_not_fit and "too small" in r.stderr:
+        return None
     if r.returncode:
         raise RuntimeError(f"hypura plan {path.name} failed: {r.stderr.strip()[-300:]}")
     return json.loads(r.stdout)
