@@ -166,3 +166,19 @@ def test_unknown_quant_and_repo_are_one_line_errors(host, tiny_files, tmp_path):
     assert r.returncode == 2 and "no Q2_K file in the repository (quantizations there: Q4_K_M)" in r.stderr
     r = pull(host, tmp_path, "hf.co/owner/Nope")
     assert r.returncode == 2 and "HTTP 404" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_second_pull_of_the_same_file_at_once_is_refused(host, tiny_files, tmp_path):
+    """The CLI and a server share the store: one partial file must have one writer."""
+    from hypura_hub.download import _exclusive, fetch
+
+    key = host.add_repo_file(REPO, "Tiny-Q4_K_M.gguf", tiny_files["a"])
+    target = tmp_path / "Tiny-Q4_K_M.gguf"
+    url = f"{host.url}/{REPO}/resolve/main/Tiny-Q4_K_M.gguf"
+    with _exclusive(target):
+        r = pull(host, tmp_path, "hf.co/owner/Tiny-GGUF")       # another store: not blocked
+        assert r.returncode == 0, r.stderr
+        with pytest.raises(HubError, match="another pull is downloading this file now"):
+            fetch(url, target, sha256=key)
+    assert fetch(url, target, sha256=key).sha256 == key            # released: the lock file is gone too
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Tiny-Q4_K_M.gguf", "models"]

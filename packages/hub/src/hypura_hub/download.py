@@ -6,16 +6,22 @@ for the rest with ``Range: bytes=N-`` and ``If-Range`` (the validator): a ``206`
 appends, a ``200`` (the file changed, or the host ignores ranges) starts over. At the end the size must be the
 published one and the sha256, when the host publishes one, must match; then the partial file is fsynced and
 renamed onto the target (``os.replace``: a reader sees no file or the whole one). A mismatch removes the
-partial file and raises `HubError` naming both digests.
+partial file and raises `HubError` naming both digests. The sha256 is computed as the bytes arrive (a resumed
+download hashes what it already holds first), so a 600 GB model is not read a second time to check it.
+Two pulls of one file at once (the CLI and a server sharing a store) would write one partial file: the second
+gets a `HubError` at once (``flock`` on ``.NAME.lock``, removed by its holder).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import json
 import os
 import re
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +51,34 @@ def _meta_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial.json")
 
 
+@contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``target`` (fails at once if another process holds it); removed at the end.
+    After locking, the path must still name the locked file: a holder may have removed it meanwhile."""
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise HubError(f"{target.name}: another pull is downloading this file now (lock {lock})") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock)
+        finally:
+            os.close(fd)
+
+
 def _hash_file(path: Path, upto: int) -> hashlib._Hash:  # type: ignore[name-defined]
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -72,6 +106,12 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
     fetched again, when a sha256 is known. ``retries``: dropped connections resumed within this call."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target):
+        return _fetch(url, target, size, sha256, headers, progress, retries)
+
+
+def _fetch(url: str, target: Path, size: int | None, sha256: str | None, headers: dict[str, str] | None,
+           progress: Progress | None, retries: int) -> Fetched:
     part, meta_path = partial_path(target), _meta_path(target)
     if target.is_file() and sha256 and (size is None or target.stat().st_size == size):
         got = _hash_file(target, target.stat().st_size).hexdigest()
@@ -87,6 +127,7 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
         have = part.stat().st_size if part.exists() else 0
     resumed_from: int | None = None     # where the first answer this call got began (0: from the start)
     downloaded, attempt = 0, 0
+    hasher, hashed = None, -1           # the sha256 of the partial file's first `hashed` bytes
     while True:
         send = dict(headers or {})
         if have and meta.get("etag"):
@@ -106,6 +147,9 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
                 sha256 = sha256 or r.sha256
                 meta = {"url": url, "etag": r.etag, "size": total, "sha256": sha256}
                 meta_path.write_text(json.dumps(meta))
+                if hashed != have:
+                    hasher = _hash_file(part, have) if have else hashlib.sha256()
+                    hashed = have
                 with open(part, "r+b" if have and part.exists() else "wb") as f:
                     f.seek(have)
                     f.truncate()
@@ -113,6 +157,8 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
                         progress(have, total)
                     while chunk := r.body.read(CHUNK):
                         f.write(chunk)
+                        hasher.update(chunk)
+                        hashed += len(chunk)
                         have += len(chunk)
                         downloaded += len(chunk)
                         if progress:
@@ -122,9 +168,9 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
                 if total is not None and have < total:
                     raise ConnectionError(f"connection closed at byte {have} of {total}")
             break
-        except (ConnectionError, TimeoutError, OSError, http.client.HTTPException) as exc:
+        except (ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException, HubError) as exc:
             if isinstance(exc, HubError) and "cannot connect" not in str(exc):
-                raise
+                raise                       # an HTTP error or a bad answer: not a dropped connection
             attempt += 1
             if attempt > retries:
                 raise HubError(f"{url}: download interrupted at byte {have} ({exc}); run the command again "
@@ -133,7 +179,7 @@ def fetch(url: str, target: str | os.PathLike, *, size: int | None = None, sha25
     if total is not None and have != total:
         _discard(part, meta_path)
         raise HubError(f"{url}: got {have} bytes, the host says the file has {total}; the partial download was removed")
-    digest = _hash_file(part, have).hexdigest()
+    digest = (hasher.hexdigest() if hasher is not None and hashed == have else _hash_file(part, have).hexdigest())
     sha256 = meta.get("sha256") or sha256
     if sha256 and digest != sha256:
         _discard(part, meta_path)

@@ -95,8 +95,11 @@ class Pull:
     def _one(self, f: hf.RemoteFile, target: Path, headers: dict[str, str]):  # noqa: ANN202 - a sub-generator
         size, sha = f.size, f.sha256
         if size is None or sha is None:        # what the host says about this file, on its redirect
-            with open_url(f.url, method="HEAD", headers=headers) as r:
-                size, sha = size or r.size, sha or r.sha256
+            try:
+                with open_url(f.url, method="HEAD", headers=headers) as r:
+                    size, sha = size or r.size, sha or r.sha256
+            except HubError:                   # a host without HEAD: the GET's answer says as much
+                pass
         digest = f"sha256:{sha}" if sha else f.name
         events: queue.Queue = queue.Queue()
         last = [0.0]
