@@ -94,3 +94,22 @@ def test_a_url_that_is_not_a_gguf_is_one_line(host, tmp_path):
     assert r.returncode == 2 and "not a GGUF file" in r.stderr and "Traceback" not in r.stderr
     r = hypura(host, tmp_path, "inspect", host.url + "/files/missing.gguf")
     assert r.returncode == 2 and "HTTP 404" in r.stderr
+
+
+def test_a_578_gb_model_is_planned_for_a_32_gb_mac_from_8_mib(host, tmp_path):
+    """The issue's question: will Kimi-K2 (578 GB) run on a 32 GB Mac? A synthetic file with Kimi-K2's tensor table,
+    as long as its tensors say (sparse: no disk used), served by URL: planned without its weights."""
+    import os
+
+    from hypura_synthetic import write_synthetic
+
+    path = write_synthetic(tmp_path / "Kimi-K2-Q4_0.gguf", "kimi-k2", header_only=True)
+    os.truncate(path, read_file_header(path).data_end)
+    host.sha[path] = "0" * 64                       # (the host would hash 578 GB of zeros otherwise)
+    r = hypura(host, tmp_path, "plan", host.add_plain_file("Kimi-K2-Q4_0.gguf", path), "--hardware", "mac-m1max-32g",
+               "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["remote_size"] == path.stat().st_size > 500e9
+    assert out["mode"] == "expert-streaming" and 0 < out["predicted_tps"] < 10
+    assert out["fetched_bytes"] <= bound(path) and out["fetched_bytes"] == host.sent["Kimi-K2-Q4_0.gguf"]
