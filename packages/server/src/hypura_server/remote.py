@@ -171,7 +171,9 @@ class WorkerRunner:
         return self._call("embedding", "embed", text)
 
     def stats(self) -> dict[str, Any]:
-        """The statistics as of the last finished generation (never blocks on a running one)."""
+        """The statistics as of the last finished generation (never blocks on a running one); once one has
+        finished, also its ``last_eval_tps``, ``last_prompt_tps``, ``last_eval_count`` and ``last_done_reason``
+        (``aborted``: cancelled, e.g. its client left)."""
         return dict(self._stats)
 
     def generate(self, prompt: list[int], opts: GenerateOptions | None = None,
@@ -210,7 +212,7 @@ class WorkerRunner:
                     live["stats"], live["stats_at"] = msg[1], now
                 elif msg[0] == "done":
                     finished = True
-                    self._stats = msg[2]
+                    self._done(msg)
                     yield msg[1]
                     return
                 else:
@@ -220,6 +222,13 @@ class WorkerRunner:
             live["running"], live["stats"] = False, dict(self._stats)
             if not finished and self.alive:
                 self._abandon(rid)
+
+    def _done(self, msg: tuple) -> None:
+        """A generation's end: the worker's statistics and how the generation went, for /api/ps."""
+        result = msg[1]
+        self._stats = {**msg[2], "last_eval_tps": round(result.eval_tps, 3),
+                       "last_prompt_tps": round(result.prompt_tps, 3), "last_eval_count": result.eval_tokens,
+                       "last_done_reason": result.done_reason}
 
     def _send_cancel(self, rid: int) -> None:
         try:
@@ -234,7 +243,10 @@ class WorkerRunner:
         deadline = time.monotonic() + DRAIN_WAIT_S
         try:
             while time.monotonic() < deadline:
-                if self.conn.poll(POLL_S) and self.conn.recv()[0] in ("done", "error"):
+                msg = self.conn.recv() if self.conn.poll(POLL_S) else ("",)
+                if msg[0] == "done":
+                    self._done(msg)
+                if msg[0] in ("done", "error"):
                     return
                 if self.proc.poll() is not None:
                     break

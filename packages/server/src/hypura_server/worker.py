@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -156,6 +157,9 @@ class _Worker:
 
 
 def main(argv: list[str]) -> int:
+    # the parent owns this process's lifetime: a terminal's Ctrl-C is for `hypura serve` or `hypura run`
+    # (which stop a generation or close their workers), not a signal that kills the model under them
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[0]))
     try:
         return _Worker(conn).run()
