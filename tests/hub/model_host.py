@@ -9,7 +9,7 @@
   end), ``If-Range`` (a stale validator gets the whole file, ``200``).
 Faults for the tests: ``cut_after[key] = n`` closes the next answer for ``key`` after ``n`` body bytes (once);
 ``corrupt.add(key)`` serves flipped bytes (the published sha256 no longer matches); ``etags[key]`` overrides a
-validator. Every request is logged (``log``: method, path, Range, If-Range) and body bytes are counted per key.
+validator; ``slow[key] = s`` sleeps ``s`` seconds after each 64 KiB. Every request is logged (``log``: method, path, Range, If-Range) and body bytes are counted per key.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,6 +32,7 @@ class ModelHost:
         self.cut_after: dict[str, int] = {}
         self.corrupt: set[str] = set()
         self.etags: dict[str, str] = {}
+        self.slow: dict[str, float] = {}
         self.log: list[dict] = []
         self.sent: dict[str, int] = defaultdict(int)
         self.ranges_ignored = False
@@ -166,6 +168,8 @@ class ModelHost:
                 except (BrokenPipeError, ConnectionResetError):
                     return
                 self.sent[key] += len(chunk)
+                if key in self.slow:
+                    time.sleep(self.slow[key])
                 left -= len(chunk)
                 pos += len(chunk)
                 if cut is not None:

@@ -53,3 +53,35 @@ def test_api_pull_errors(server, host, tiny_files):
     with pytest.raises(ollama.ResponseError, match="sha256 mismatch"):       # streamed: the error line ends it
         host.corrupt.add(host.sha[tiny_files["a"]])
         list(client.pull("hf.co/owner/Tiny-GGUF", stream=True))
+
+
+def test_a_client_that_hangs_up_stops_the_download_and_the_next_pull_resumes(server, host, tiny_files):
+    import http.client
+    import json
+    import time
+
+    url, settings = server
+    key = host.add_repo_file("owner/Tiny-GGUF", "Tiny-Q4_K_M.gguf", tiny_files["a"])
+    host.slow[key] = 0.02                                   # ~3 MB/s: the client leaves after a few lines
+    port = int(url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/api/pull", json.dumps({"model": "hf.co/owner/Tiny-GGUF"}), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    seen = [json.loads(resp.readline()) for _ in range(4)]
+    assert seen[0]["status"] == "pulling manifest" and seen[-1]["status"].startswith("downloading sha256:")
+    resp.close()                                            # hang up
+    conn.close()
+    store = settings.models_dir / "hub" / "hf.co" / "owner" / "Tiny-GGUF"
+    time.sleep(1.0)
+    sent = host.sent[key]
+    time.sleep(1.5)                                         # going on, the whole file would be sent by now
+    assert host.sent[key] == sent < tiny_files["a"].stat().st_size   # the download stopped when the client left
+    assert not (store / "Tiny-Q4_K_M.gguf").exists()
+    have = (store / ".Tiny-Q4_K_M.gguf.partial").stat().st_size
+    assert 0 < have < tiny_files["a"].stat().st_size
+    host.slow.clear()
+    import ollama
+
+    assert ollama.Client(host=url, timeout=60).pull("hf.co/owner/Tiny-GGUF").status == "success"
+    gets = [e for e in host.requests_for(key) if e["method"] == "GET"]
+    assert gets[-1]["range"] == f"bytes={have}-"

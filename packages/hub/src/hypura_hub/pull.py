@@ -73,12 +73,14 @@ def remote_files(source: str, headers: dict[str, str] | None = None) -> tuple[st
 
 
 class Pull:
-    """One pull; iterate `events()` to run it. `result` is set when the last file is in place."""
+    """One pull; iterate `events()` to run it. `result` is set when the last file is in place. Setting `cancel`
+    (a ``threading.Event``: a server sets it when the client leaves) stops the download at its next chunk; the
+    partial file stays for the next pull to resume."""
 
     def __init__(self, source: str, store: str | Path, retries: int = RETRIES) -> None:
         self.source, self.store, self.retries = source, Path(store), retries
         self.result: PullResult | None = None
-        self._stop = threading.Event()
+        self.cancel = threading.Event()
 
     def events(self) -> Iterator[dict]:
         yield {"status": "pulling manifest"}
@@ -105,7 +107,7 @@ class Pull:
         last = [0.0]
 
         def progress(done: int, total: int | None) -> None:
-            if self._stop.is_set():
+            if self.cancel.is_set():
                 raise HubError("pull cancelled")
             now = time.monotonic()
             if now - last[0] >= EVENT_EVERY_S or (total is not None and done >= total):
@@ -134,5 +136,5 @@ class Pull:
                     return rest[0]
         finally:
             if thread.is_alive():     # the consumer left (a closed HTTP stream): stop the download
-                self._stop.set()
+                self.cancel.set()
             thread.join()

@@ -2,16 +2,18 @@
 runs in the request (``hypura_hub.Pull``: resumable, size- and sha256-checked, atomic) and streams Ollama's
 progress lines — ``pulling manifest``, ``downloading <digest>`` with ``digest``/``total``/``completed``, ``verifying
 sha256 digest``, ``writing manifest`` (the name registered), ``success`` — or ends with ``{"error": ...}``.
-A client that hangs up stops the download; the partial file stays for the next pull to resume."""
+A client that hangs up stops the download (`disconnect.WATCHER` sets the pull's cancel event at once, not when the
+next line fails to send); the partial file stays for the next pull to resume."""
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 
-from flask import Response, jsonify, stream_with_context
+from flask import Response, jsonify, request, stream_with_context
 
 from hypura_hub import HubError, Pull
 
+from .disconnect import WATCHER
 from .errors import APIError
 from .state import state
 
@@ -37,11 +39,14 @@ def remote_pull(source: str, stream: bool) -> Response:
 
     if not stream:
         last: dict = {}
+        unwatch = WATCHER.watch(request.environ, pull.cancel)
         try:
             for last in events():
                 pass
         except (HubError, OSError, ValueError) as exc:
             raise APIError(_status(exc), str(exc)) from None
+        finally:
+            unwatch()
         return jsonify(last)
 
     def lines() -> Iterator[str]:
@@ -51,4 +56,7 @@ def remote_pull(source: str, stream: bool) -> Response:
         except (HubError, OSError, ValueError) as exc:
             yield json.dumps({"error": str(exc)}) + "\n"
 
-    return Response(stream_with_context(lines()), mimetype="application/x-ndjson")
+    unwatch = WATCHER.watch(request.environ, pull.cancel)
+    resp = Response(stream_with_context(lines()), mimetype="application/x-ndjson")
+    resp.call_on_close(unwatch)
+    return resp
