@@ -182,3 +182,21 @@ def test_a_second_pull_of_the_same_file_at_once_is_refused(host, tiny_files, tmp
             fetch(url, target, sha256=key)
     assert fetch(url, target, sha256=key).sha256 == key            # released: the lock file is gone too
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Tiny-Q4_K_M.gguf", "models"]
+
+
+def test_a_partial_file_that_is_already_whole_is_checked_and_renamed(host, tiny_files, tmp_path):
+    """A pull stopped after its last byte but before the rename: the next asks for bytes=SIZE-, gets 416, checks
+    the sha256 and renames (nothing downloaded again)."""
+    import json as _json
+
+    key = host.add_repo_file(REPO, "Tiny-Q4_K_M.gguf", tiny_files["a"])
+    size = tiny_files["a"].stat().st_size
+    d = store(tmp_path)
+    d.mkdir(parents=True)
+    (d / ".Tiny-Q4_K_M.gguf.partial").write_bytes(tiny_files["a"].read_bytes())
+    (d / ".Tiny-Q4_K_M.gguf.partial.json").write_text(_json.dumps(
+        {"url": f"{host.url}/{REPO}/resolve/main/Tiny-Q4_K_M.gguf", "etag": None, "size": size, "sha256": key}))
+    r = pull(host, tmp_path, "hf.co/owner/Tiny-GGUF")
+    assert r.returncode == 0, r.stderr
+    assert [e["range"] for e in host.requests_for(key)] == [f"bytes={size}-"] and host.sent[key] == 0
+    assert sha(d / "Tiny-Q4_K_M.gguf") == key and sorted(p.name for p in d.iterdir()) == ["Tiny-Q4_K_M.gguf"]

@@ -135,7 +135,7 @@ def _fetch(url: str, target: Path, size: int | None, sha256: str | None, headers
         elif have:
             send["Range"] = f"bytes={have}-"
         try:
-            with open_url(url, headers=send) as r:
+            with open_url(url, headers=send, accept=(416,) if have else ()) as r:
                 if r.status == 416 and have:       # nothing left to send: the partial file is whole
                     break
                 start = _start(r, have)

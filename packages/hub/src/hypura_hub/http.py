@@ -93,9 +93,9 @@ def _merge(into: dict[str, str], msg: Message) -> None:
 
 
 def open_url(url: str, method: str = "GET", headers: dict[str, str] | None = None,
-             timeout: float = TIMEOUT_S) -> Response:
+             timeout: float = TIMEOUT_S, accept: tuple[int, ...] = ()) -> Response:
     """Send one request and follow redirects; raise `HubError` for an HTTP error status (with the URL and
-    status), a loop of redirects, or a host that cannot be reached."""
+    status) other than those in ``accept``, a loop of redirects, or a host that cannot be reached."""
     first_host = urlsplit(url).netloc
     send = {"User-Agent": USER_AGENT, **(headers or {})}
     merged: dict[str, str] = {}
@@ -118,6 +118,9 @@ def open_url(url: str, method: str = "GET", headers: dict[str, str] | None = Non
                 if exc.code == 303:
                     method = "GET"
                 continue
+            if exc.code in accept:
+                _merge(merged, exc.headers)
+                return Response(exc.code, url, merged, exc, hops, {k.lower(): v for k, v in exc.headers.items()})
             detail = exc.headers.get("X-Error-Message") or exc.reason
             exc.close()
             raise HubError(f"{url}: HTTP {exc.code} {detail}") from None
