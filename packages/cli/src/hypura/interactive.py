@@ -45,7 +45,13 @@ def wants_chat(args: argparse.Namespace) -> bool:
     """No prompt (PROMPT words become ``args.prompt``), standard input and output both terminals."""
     if args.prompt is None and getattr(args, "words", None):
         args.prompt = " ".join(args.words)
-    return args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty()
+    chat = args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty()
+    unused = [flag for flag, dest in (("--verbose", "chat_verbose"), ("--keepalive", "keepalive"), ("--format", "format"),
+                                      ("--think", "think"), ("--hidethinking", "hidethinking"), ("--local", "local"))
+              if not chat and _explicit(args, dest)]
+    if unused:
+        print(f"warning: {', '.join(unused)}: for the interactive chat only (ignored with a prompt)", file=sys.stderr)
+    return chat
 
 
 def _explicit(args: argparse.Namespace, dest: str) -> bool:
