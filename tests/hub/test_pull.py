@@ -47,6 +47,10 @@ def test_choose_picks_the_file_ollama_would():
     with pytest.raises(HubError, match="no Q4_K file"):                        # Q4_K is not Q4_K_M
         choose(files, "Q4_K")
     assert choose(["x-Q8_0.gguf", "x-Q4_0.gguf"], None) == ("Q4_0", ["x-Q4_0.gguf"])   # no Q4_K_M: the fallback order
+    unsloth = ["M-UD-Q4_K_XL.gguf", "M-Q4_K_M.gguf", "M-UD-Q4_K_M.gguf"]
+    assert choose(unsloth, "ud-q4_k_xl") == ("UD-Q4_K_XL", ["M-UD-Q4_K_XL.gguf"])
+    assert choose(unsloth, "Q4_K_XL") == ("Q4_K_XL", ["M-UD-Q4_K_XL.gguf"])
+    assert choose(unsloth, None) == ("Q4_K_M", ["M-Q4_K_M.gguf"])                # the shorter of two matches
     assert quant_of("a.b/Llama-3.2-1B-Instruct-Q4_K_M.gguf") == "Q4_K_M"
     assert quant_of("m.q5_k_m-00001-of-00003.gguf") == "Q5_K_M"
 

@@ -2,7 +2,8 @@
 
 As for ``ollama pull hf.co/...``: ``hf.co`` and ``huggingface.co`` are the same host; the tag names a
 quantization, matched without regard to case against the file names of the repository (``Q4_K_M`` picks
-``Model-Q4_K_M.gguf``, or every shard of ``Q4_K_M/Model-Q4_K_M-00001-of-00003.gguf``); no tag (or
+``Model-Q4_K_M.gguf``, or every shard of ``Q4_K_M/Model-Q4_K_M-00001-of-00003.gguf``; ``UD-Q4_K_XL`` picks
+``Model-UD-Q4_K_XL.gguf``; between several matches the shortest name); no tag (or
 ``latest``) means ``Q4_K_M``, and when the repository has no such file the first of `FALLBACK` it has.
 Projector files (``mmproj-*``) are never the model. The listing is the Hub's
 ``GET {HF_ENDPOINT}/api/models/{repo}/tree/{rev}?recursive=true`` (each entry ``path``, ``size`` and, for LFS
@@ -80,12 +81,16 @@ def parse_name(text: str) -> HFName | None:
     return HFName(repo, None if tag.lower() in ("", "latest") else tag)
 
 
-def quant_of(path: str) -> str | None:
-    """The quantization a file name carries (upper case), e.g. ``Q4_K_M`` for ``x/Model-Q4_K_M-00001-of-00002.gguf``."""
+def _stem(path: str) -> str:
+    """The file name without ``.gguf`` and without a split set's ``-0000K-of-0000N``."""
     name = path.rsplit("/", 1)[-1]
     m = SPLIT_NAME.match(name)
-    stem = m["prefix"] if m else name.removesuffix(".gguf")
-    found = _QUANT.findall(stem)
+    return m["prefix"] if m else name.removesuffix(".gguf")
+
+
+def quant_of(path: str) -> str | None:
+    """The quantization a file name carries (upper case), e.g. ``Q4_K_M`` for ``x/Model-Q4_K_M-00001-of-00002.gguf``."""
+    found = _QUANT.findall(_stem(path))
     return found[-1].upper() if found else None
 
 
@@ -115,7 +120,8 @@ def choose(paths: list[str], quant: str | None) -> tuple[str, list[str]]:
             raise HubError(f"no GGUF file with a quantization in its name (files: {', '.join(ggufs) or 'none'})")
     else:
         want = quant.upper()
-    files = by_quant.get(want)
+    token = re.compile(r"(?<![A-Z0-9])" + re.escape(want) + r"(?=[-.]|$)")   # UD-Q4_K_XL too; Q4_K is not Q4_K_M
+    files = [p for p in ggufs if token.search(_stem(p).upper())]
     if not files:
         have = ", ".join(sorted(by_quant)) or "none"
         raise HubError(f"no {want} file in the repository (quantizations there: {have})")
