@@ -87,7 +87,8 @@ class Tty:
             if left <= 0 or (not self._read(min(left, 0.5)) and self.proc.poll() is not None
                              and not self._read(0.1)):
                 raise AssertionError(f"{pattern!r} not seen (exit status {self.proc.poll()}); output after "
-                                     f"position {self.pos}:\n{self.text[self.pos:][-3000:]}\nraw tail: {self.raw[-400:]!r}")
+                                     f"position {self.pos}:\n{self.text[self.pos:][-3000:]}\n"
+                                     f"raw tail: {self.raw[-400:]!r}")
 
     def send(self, text: str) -> None:
         os.write(self.master, text.encode())

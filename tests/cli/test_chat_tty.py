@@ -78,6 +78,7 @@ def test_chat_without_a_server(tmp_path):
         t.expect("Cleared session context\n>>> ")
         t.line("/bye")
         assert t.close() == 0
+        assert "Traceback" not in t.text and "Error" not in t.text
     finally:
         if t.proc.poll() is None:
             t.proc.kill()
@@ -133,6 +134,7 @@ def test_chat_against_a_server_keeps_the_conversation(tmp_path, server):
         assert _answer(t, "Thanks.").strip()   # the chat goes on after Ctrl-C
         t.send("\x04")                        # Ctrl-D leaves
         assert t.close() == 0
+        assert "Traceback" not in t.text and "Error" not in t.text
     finally:
         if t.proc.poll() is None:
             t.proc.kill()
