@@ -51,7 +51,7 @@ def url_model_name(url: str) -> str:
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     m = hf.SPLIT_NAME.match(name)
     stem = m["prefix"] if m else name.removesuffix(".gguf")
-    stem = re.sub(r"[^a-z0-9._\-]", "-", stem.lower()).strip("-.") or "model"
+    stem = re.sub(r"\.{2,}", ".", re.sub(r"[^a-z0-9._\-]", "-", stem.lower())).strip("-._") or "model"
     return stem
 
 
