@@ -9,7 +9,7 @@
   end), ``If-Range`` (a stale validator gets the whole file, ``200``).
 Faults for the tests: ``cut_after[key] = n`` closes the next answer for ``key`` after ``n`` body bytes (once);
 ``corrupt.add(key)`` serves flipped bytes (the published sha256 no longer matches); ``etags[key]`` overrides a
-validator; ``slow[key] = s`` sleeps ``s`` seconds after each 64 KiB. Every request is logged (``log``: method, path, Range, If-Range) and body bytes are counted per key.
+validator; ``slow[key] = s`` sleeps ``s`` seconds after each 64 KiB; ``cdn_elsewhere`` redirects to ``localhost`` (another host). Every request is logged (``log``: method, path, Range, If-Range) and body bytes are counted per key.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class ModelHost:
         self.log: list[dict] = []
         self.sent: dict[str, int] = defaultdict(int)
         self.ranges_ignored = False
+        self.cdn_elsewhere = False      # redirect to http://localhost:PORT/cdn/... (another host name)
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -94,7 +95,8 @@ class ModelHost:
     def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         path = unquote(urlsplit(h.path).path)
         entry = {"method": h.command, "path": path, "range": h.headers.get("Range"),
-                 "if_range": h.headers.get("If-Range"), "key": None}
+                 "if_range": h.headers.get("If-Range"), "authorization": h.headers.get("Authorization"),
+                 "host": h.headers.get("Host"), "key": None}
         self.log.append(entry)
         m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/main", path)
         if m:
@@ -114,7 +116,8 @@ class ModelHost:
             if f is None:
                 return self._send(h, 404, b"Entry not found", {}, head)
             sha = self._digest(f)
-            return self._send(h, 302, b"", {"Location": f"/cdn/{sha}?signed=1", "X-Linked-Size": str(f.stat().st_size),
+            cdn = f"http://localhost:{self.httpd.server_address[1]}" if self.cdn_elsewhere else ""
+            return self._send(h, 302, b"", {"Location": f"{cdn}/cdn/{sha}?signed=1", "X-Linked-Size": str(f.stat().st_size),
                                             "X-Linked-Etag": f'"{sha}"', "X-Repo-Commit": "c" * 40}, head)
         m = re.fullmatch(r"/(?:cdn|files)/([^/]+)", path)
         if m and m.group(1) in self.blobs:

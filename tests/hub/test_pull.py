@@ -204,3 +204,17 @@ def test_a_partial_file_that_is_already_whole_is_checked_and_renamed(host, tiny_
     assert r.returncode == 0, r.stderr
     assert [e["range"] for e in host.requests_for(key)] == [f"bytes={size}-"] and host.sent[key] == 0
     assert sha(d / "Tiny-Q4_K_M.gguf") == key and sorted(p.name for p in d.iterdir()) == ["Tiny-Q4_K_M.gguf"]
+
+
+def test_the_token_goes_to_the_hub_not_to_the_cdn(host, tiny_files, tmp_path):
+    """HF_TOKEN is sent to the Hub (listing, resolve) and dropped when the redirect leaves for another host."""
+    key = host.add_repo_file(REPO, "Tiny-Q4_K_M.gguf", tiny_files["a"])
+    host.cdn_elsewhere = True
+    r = run_hypura("pull", "-q", "hf.co/owner/Tiny-GGUF", env={"HF_ENDPOINT": host.url, "HF_TOKEN": "hf_secret",
+                                                             "HYPURA_MODELS": str(tmp_path / "models")}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    hub = [e for e in host.log if not e["path"].startswith("/cdn/")]
+    cdn = host.requests_for(key)
+    assert hub and all(e["authorization"] == "Bearer hf_secret" for e in hub)
+    assert cdn and all(e["host"].startswith("localhost:") and e["authorization"] is None for e in cdn)
+    assert sha(store(tmp_path) / "Tiny-Q4_K_M.gguf") == key
