@@ -65,7 +65,8 @@ def remote_files(source: str, headers: dict[str, str] | None = None) -> tuple[st
         return model, "hf.co", files, Path("hf.co") / _segment(owner) / _segment(repo)
     parts = urlsplit(source)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{source!r}: not a Hugging Face name (hf.co/OWNER/REPO[:QUANT]) or an http(s) URL")
+        raise ValueError(f"{source!r}: not a Hugging Face name (hf.co/OWNER/REPO[:QUANT]) or an http(s) URL of a .gguf "
+                         "file (Hypura reaches no Ollama registry; models pulled with `ollama` are served as they are)")
     urls = hf.split_urls(source)
     files = [hf.RemoteFile(u, unquote(urlsplit(u).path.rsplit("/", 1)[-1])) for u in urls]
     folder = Path(_segment(parts.netloc)).joinpath(*[_segment(s) for s in parts.path.split("/")[:-1] if s])
