@@ -33,8 +33,10 @@ def test_streaming_modes_equal_resident_or_refuse(compat_file, preset, qtype):
         assert c.status in ("equal", "refused"), f"{mode}: {c.short()}"
         if c.status == "refused":
             assert c.detail and "\n" not in c.detail and "Traceback" not in c.detail, f"{mode}: {c.detail!r}"
-        elif mode != "auto":
-            assert c.ran == mode, f"{mode} ran as {c.ran}"
+        else:
+            assert c.prompt_ubatch is None, f"{mode}: the prompt was split ({c.prompt_ubatch}-token ubatches)"
+            if mode != "auto":
+                assert c.ran == mode, f"{mode} ran as {c.ran}"
     auto = cells["auto"]
     if any(cells[m].status == "equal" for m in MODES[:2]):
         assert auto.status == "equal", f"auto failed where another mode runs: {auto.short()}"

@@ -62,6 +62,7 @@ from .roles import STREAMABLE
 MiB, GiB = 1 << 20, 1 << 30
 N_UBATCH = 512
 RANDOM_READ_BELOW = 1 * MiB     # experts smaller than this are read at the random-read rate
+PAGE = 4096                     # direct I/O's alignment: host expert slots are page-rounded plus one page
 
 
 def estimate_overhead(m: ModelInfo, ctx: int) -> tuple[int, int]:
@@ -246,15 +247,19 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
 
 
-def _cache_slot_bytes(moe: list[_Unit], by_name: dict) -> int:
+def _cache_slot_bytes(moe: list[_Unit], by_name: dict, host: bool) -> int:
     """Bytes of one expert-cache slot: the cache serves every streamed layer's experts, so each kind of
     per-expert tensor (`ffn_down_exps.weight`, ...) takes the largest expert of that kind across those layers
-    (K-quant recipes give a kind other types by layer; the streamer's layout sizes its slots so)."""
+    (K-quant recipes give a kind other types by layer; the streamer's layout sizes its slots so). In host
+    memory (`host`) a kind's slot is at most whole pages plus one (what reading experts in place needs:
+    hypura_streaming's layout), counted so here, so that the plan's slot count is the streamer's."""
     largest: dict[str, int] = {}
     for u in moe:
         for name in u.names:
             kind = name.split(".", 2)[-1]
             largest[kind] = max(largest.get(kind, 0), by_name[name].nbytes // max(1, u.n_expert))
+    if host:
+        return sum(-(-b // PAGE) * PAGE + PAGE for b in largest.values())
     return sum(largest.values())
 
 
@@ -299,7 +304,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
         plan.tiers[tier] += by_name[name].nbytes
     streamed = [u for u in units if u.tier != ctier]
     moe = [u for u in streamed if u.kind == "routed_expert"]
-    ebytes = _cache_slot_bytes(moe, by_name)
+    ebytes = _cache_slot_bytes(moe, by_name, host=ctier == "ram")
     s_all = sum(u.n_expert for u in moe)
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
     dense_streamed = [u for u in streamed if u.kind == "dense_ffn"]

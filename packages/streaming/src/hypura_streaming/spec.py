@@ -62,8 +62,8 @@ class StreamSpec:
     def from_plan(cls, plan, info, mode: str, path=None) -> StreamSpec:
         """The spec that executes `plan` (for the model `info`, a `ModelInfo`) in `mode`. `path` (default
         `info.path`) names the file in errors. An expert cache's slots: the plan's cached experts on the
-        compute tier plus its slot pool, in experts; on the CPU each host slot also needs `HOST_SLOT_PAD`
-        per expert tensor, taken from what the plan leaves unused in the RAM budget, else one slot fewer."""
+        compute tier plus its slot pool (unless dense layers stream through it), in experts of the plan's
+        `expert_bytes` (on the CPU: host slots, page-rounded plus `HOST_SLOT_PAD` per expert tensor)."""
         path = info.path if path is None else path
         nvme = plan.streamed_layers.get("nvme", [])
         ram = plan.streamed_layers.get("ram", [])
@@ -88,12 +88,7 @@ class StreamSpec:
             cached = int(plan.expert_cache.get("experts", {}).get(plan.compute_tier, 0))
             # the slot pool is expert cache too, unless dense FFN layers stream beside the experts (theirs)
             pool = cached * ebytes + (0 if cls.dense_beside(plan, info, path) else plan.n_slots * plan.slot_bytes)
-            slots = pool // ebytes
-            if not on_gpu:
-                kinds = sum(1 for t in info.tensors if t.role == "routed_expert" and t.layer == moe_layers[0])
-                pad = kinds * HOST_SLOT_PAD
-                if slots * pad > plan.ram_budget - plan.used("ram"):
-                    slots = pool // (ebytes + pad)
+            slots = pool // ebytes   # on the CPU the plan's expert_bytes count host slots' page padding
             ram_slots = int(plan.expert_cache.get("experts", {}).get("ram", 0)) if on_gpu else 0
             return cls.experts(path, moe_layers, n_slots=max(slots, info.n_expert_used), ram_slots=ram_slots)
         raise ValueError(f"unknown streaming mode {mode!r}")

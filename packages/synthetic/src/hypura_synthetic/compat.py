@@ -34,6 +34,7 @@ class Cell:
     detail: str = ""       # refusal reason, first differing index, crash tail
     ran: str = ""          # the mode the CLI reports it ran (auto: the one it chose)
     tokens: list[int] | None = None
+    prompt_ubatch: int | None = None   # set when the run split its prompt (an expert cache below one layer)
 
     def short(self) -> str:
         if self.status == "equal":
@@ -98,7 +99,7 @@ def run_mode(path: Path, mode: str, ram_budget: int | None = None, timeout: floa
     if r.returncode == 0:
         try:
             out = json.loads(r.stdout.strip().splitlines()[-1])
-            return Cell("ran", ran=out.get("mode", ""), tokens=list(out["tokens"]))
+            return Cell("ran", ran=out.get("mode", ""), tokens=list(out["tokens"]), prompt_ubatch=out.get("prompt_ubatch"))
         except (ValueError, KeyError, IndexError):
             return Cell("crash", "exit 0 without a JSON result")
     err = _one_line_error(r.stderr)
@@ -156,10 +157,12 @@ def compare(ref: Cell, cell: Cell) -> Cell:
     if cell.status != "ran":
         return cell
     if cell.tokens == ref.tokens:
-        return Cell("equal", ran=cell.ran, tokens=cell.tokens)
+        return Cell("equal", ran=cell.ran, tokens=cell.tokens, prompt_ubatch=cell.prompt_ubatch)
     a, b = ref.tokens or [], cell.tokens or []
     first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return Cell("differs", f"tokens differ from index {first}", ran=cell.ran, tokens=cell.tokens)
+    split = f" (prompt split into ubatches of {cell.prompt_ubatch})" if cell.prompt_ubatch else ""
+    return Cell("differs", f"tokens differ from index {first}{split}", ran=cell.ran, tokens=cell.tokens,
+                prompt_ubatch=cell.prompt_ubatch)
 
 
 def check_file(path: Path, modes: tuple[str, ...] = MODES) -> dict[str, Cell]:
