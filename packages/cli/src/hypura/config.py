@@ -8,11 +8,15 @@ The file is ``$HYPURA_CONFIG``, else ``$XDG_CONFIG_HOME/hypura/config.toml`` (``
     host = "0.0.0.0"
     port = 11434
     ctx = 8192
+    draft_max = 4            # speculative decoding: at most this many drafted tokens a pass
+    [draft]                  # per model (hypura serve): "ngram" or a draft model (name or .gguf path); "*": all
+    "gemma3:270m" = "ngram"
 
 Environment: ``HYPURA_GPU_BUDGET``, ``HYPURA_RAM_BUDGET``, ``HYPURA_MODELS``, ``HYPURA_HOST`` and
 ``OLLAMA_HOST`` (``host[:port]`` or ``http://host:port``, Ollama's format; ``HYPURA_HOST`` wins),
 ``HYPURA_PORT`` (wins over a port inside a host variable), ``HYPURA_CTX``. Flags: ``--gpu-budget``,
-``--ram-budget``, ``--models-dir``, ``--host``, ``--port``, ``--ctx``.
+``--ram-budget``, ``--models-dir``, ``--host``, ``--port``, ``--ctx``, ``--draft NAME=DRAFT`` (repeatable; a
+bare ``DRAFT`` is for every model; flags add to and override the file's table), ``--draft-max``.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ else:  # pragma: no cover
 
 from hypura_placement import parse_size  # the one size parser of Hypura
 
-KEYS = ("gpu_budget", "ram_budget", "models_dir", "host", "port", "ctx")
+KEYS = ("gpu_budget", "ram_budget", "models_dir", "host", "port", "ctx", "draft", "draft_max")
 FLAGS = {key: "--" + key.replace("_", "-") for key in KEYS}
 ENV = {"gpu_budget": "HYPURA_GPU_BUDGET", "ram_budget": "HYPURA_RAM_BUDGET", "models_dir": "HYPURA_MODELS",
        "port": "HYPURA_PORT", "ctx": "HYPURA_CTX"}
@@ -71,9 +75,27 @@ def _parse_host(value: Any) -> str:
     return host
 
 
+def _parse_drafts(value: Any) -> dict[str, str]:
+    """The ``[draft]`` table ({model: draft}), or ``NAME=DRAFT`` / ``DRAFT`` (every model: ``*``) strings."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    else:
+        items = []
+        for text in [value] if isinstance(value, str) else list(value):
+            name, sep, spec = str(text).partition("=")
+            items.append((name.strip(), spec) if sep else ("*", name))
+    out = {}
+    for name, spec in items:
+        if not isinstance(spec, str) or not spec.strip() or not str(name).strip():
+            raise ValueError(f"draft: {name!r} = {spec!r}: want a model name and 'ngram' or a draft model")
+        out[str(name).strip()] = spec.strip()
+    return out
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "gpu_budget": parse_budget, "ram_budget": parse_budget, "models_dir": _parse_dir, "host": _parse_host,
-    "port": _parse_int("port", 0, 65535), "ctx": _parse_int("ctx", 1, 1 << 24)}
+    "port": _parse_int("port", 0, 65535), "ctx": _parse_int("ctx", 1, 1 << 24), "draft": _parse_drafts,
+    "draft_max": _parse_int("draft_max", 1, 64)}
 
 
 def parse_host_port(text: str) -> tuple[str, int | None]:
@@ -135,6 +157,8 @@ class Config:
     host: str
     port: int
     ctx: int
+    draft: dict[str, str]
+    draft_max: int | None
     path: Path
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -166,7 +190,8 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     env = os.environ if env is None else env
     path = path or config_path(env)
     values: dict[str, Any] = {"gpu_budget": None, "ram_budget": None, "models_dir": default_models_dir(),
-                              "host": DEFAULT_HOST, "port": DEFAULT_PORT, "ctx": DEFAULT_CTX}
+                              "host": DEFAULT_HOST, "port": DEFAULT_PORT, "ctx": DEFAULT_CTX, "draft": {},
+                              "draft_max": None}
     sources = dict.fromkeys(KEYS, "default")
     for key, raw in read_config_file(path).items():
         _set(values, sources, key, raw, f"file {path}")
@@ -181,5 +206,8 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
             _set(values, sources, key, env[var], f"env {var}")
     for key, raw in (flags or {}).items():
         if key in PARSERS and raw is not None:
+            file_drafts = values["draft"] if key == "draft" else {}
             _set(values, sources, key, raw, f"flag {FLAGS[key]}")
+            if key == "draft":            # flags add to the file's table
+                values["draft"] = {**file_drafts, **values["draft"]}
     return Config(**values, path=path, sources=sources)

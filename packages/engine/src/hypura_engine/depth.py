@@ -15,8 +15,9 @@ PRIOR_SLOPE = {"resident": 0.35, "dense-stream": 0.05, "expert-stream": 0.25}
 
 
 class DepthPolicy:
-    def __init__(self, k_max: int, mode: str = "resident", decay: float = 0.9) -> None:
+    def __init__(self, k_max: int, mode: str = "resident", decay: float = 0.9, fixed: int | None = None) -> None:
         self.k_max = max(0, k_max)
+        self.fixed = fixed                     # a fixed depth (measurements, tests): no choice made
         self.slope = PRIOR_SLOPE.get(mode, 0.35)
         self.decay = decay
         self._t: dict[int, float] = {}         # n -> running mean of a pass of n tokens (seconds)
@@ -89,6 +90,8 @@ class DepthPolicy:
 
     def depth(self, room: int) -> int:
         """This pass's depth; counts off-passes and schedules the probes (doubling their interval, to 256)."""
+        if self.fixed is not None:
+            return max(0, min(self.fixed, room))
         k = self.best(room)
         if k > 0:
             self._off = 0

@@ -20,3 +20,4 @@ class LoadOptions:
     prefetch: bool = False             # expert streaming: read guessed next-layer experts early
     draft: str | None = None           # speculative decoding: "ngram" or a draft GGUF's path (speculative.py)
     draft_max: int | None = None       # at most this many drafted tokens a pass (None: what stays exact, <= 8)
+    draft_depth: int | None = None     # a fixed depth, no depth policy (for measurements and tests)

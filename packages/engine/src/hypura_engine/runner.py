@@ -107,7 +107,7 @@ class Runner:
             from .speculative import Speculation
 
             try:
-                self.speculation = Speculation(self, opts.draft, opts.draft_max)
+                self.speculation = Speculation(self, opts.draft, opts.draft_max, opts.draft_depth)
             except BaseException:
                 self.close()
                 raise

@@ -71,7 +71,7 @@ def exact_batch(ctx, model, n_max: int) -> int:
 class Speculation:
     """A runner's drafter, its depth policy and what was measured about batched verification."""
 
-    def __init__(self, runner: Runner, spec: str, draft_max: int | None = None) -> None:
+    def __init__(self, runner: Runner, spec: str, draft_max: int | None = None, depth: int | None = None) -> None:
         self.runner = runner
         self.spec = spec
         self.drafter: Drafter = open_draft(spec, runner.model, runner.n_ctx, runner.opts.n_threads)
@@ -87,7 +87,9 @@ class Speculation:
         self.k_exact = self.exact - 1
         self.k_asked = draft_max
         self.k_max = draft_max if draft_max is not None else min(DEFAULT_DRAFT_MAX, self.k_exact)
-        self.policy = DepthPolicy(self.k_max, runner.mode)
+        if depth is not None:
+            self.k_max = depth if draft_max is None else min(depth, draft_max)
+        self.policy = DepthPolicy(self.k_max, runner.mode, fixed=self.k_max if depth is not None else None)
         self.off_reason = ""
 
     def close(self) -> None:
@@ -108,8 +110,8 @@ class Speculation:
         return not self.off_reason
 
     def info(self) -> dict[str, Any]:
-        return {"draft": self.spec, "draft_max": self.k_max, "exact_batch": self.exact,
-                "exact": self.k_max <= self.k_exact, "probe_s": round(self.probe_s, 3),
+        return {"draft": self.spec, "draft_max": self.k_max, "fixed_depth": self.policy.fixed,
+                "exact_batch": self.exact, "exact": self.k_max <= self.k_exact, "probe_s": round(self.probe_s, 3),
                 **({"off_reason": self.off_reason} if self.off_reason else {})}
 
     # -- the decode loop ------------------------------------------------------------------

@@ -136,6 +136,10 @@ class LlamaContext(Owned):
         """Drop cached positions >= n_keep (for prefix reuse)."""
         return bool(lib.llama_memory_seq_rm(lib.llama_get_memory(self.handle), seq_id, n_keep, -1))
 
+    def pos_max(self, seq_id: int = 0) -> int:
+        """The largest position in the KV cache of `seq_id` (-1 when it is empty)."""
+        return int(lib.llama_memory_seq_pos_max(lib.llama_get_memory(self.handle), seq_id))
+
     def set_embeddings(self, on: bool) -> None:
         lib.llama_set_embeddings(self.handle, on)
 

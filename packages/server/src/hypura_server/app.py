@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from hypura_engine import LoadOptions, Registry
 
 from . import models_api, ollama_api, openai_api
+from .drafts import draft_lookup
 from .errors import APIError, error_body
 from .manager import ModelManager
 from .modelinfo import context_limit
@@ -32,11 +33,14 @@ def create_app(settings: Settings, manager: ModelManager | None = None) -> Flask
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    registry = Registry(settings.models_dir, settings.ollama_dir)
     if manager is None:
         load = LoadOptions(mode=settings.mode, ctx=settings.ctx, gpu_budget=settings.gpu_budget,
-                           ram_budget=settings.ram_budget, n_threads=settings.n_threads)
-        manager = ModelManager(load, settings.keep_alive, settings.max_loaded, context_limit)
-    app.extensions["hypura"] = State(settings, Registry(settings.models_dir, settings.ollama_dir), manager)
+                           ram_budget=settings.ram_budget, n_threads=settings.n_threads,
+                           draft_max=settings.draft_max)
+        manager = ModelManager(load, settings.keep_alive, settings.max_loaded, context_limit,
+                               draft_for=draft_lookup(settings.drafts, registry))
+    app.extensions["hypura"] = State(settings, registry, manager)
 
     app.register_blueprint(models_api.bp)
     app.register_blueprint(ollama_api.bp)

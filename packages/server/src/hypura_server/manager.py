@@ -116,8 +116,10 @@ class ModelManager:
 
     def __init__(self, load: LoadOptions, keep_alive: float = 300.0, max_loaded: int = 1,
                  context_limit: Callable[[ModelEntry], int | None] | None = None,
-                 runner_factory: Callable[..., WorkerRunner] = WorkerRunner) -> None:
+                 runner_factory: Callable[..., WorkerRunner] = WorkerRunner,
+                 draft_for: Callable[[ModelEntry], str | None] | None = None) -> None:
         self.load = load
+        self._draft_for = draft_for or (lambda entry: None)   # speculative decoding per model (drafts.py)
         self._open = runner_factory
         self.keep_alive = keep_alive
         self.max_loaded = max(1, max_loaded)
@@ -159,7 +161,8 @@ class ModelManager:
                 self._make_room(slot, cancel)
                 slot.entry = entry
                 t0 = time.perf_counter_ns()   # the whole load as the client waits: worker start included
-                runner = self._open(entry.path, replace(self.load, ctx=ctx), name=entry.name)
+                opts = replace(self.load, ctx=ctx, draft=self._draft_for(entry) or self.load.draft)
+                runner = self._open(entry.path, opts, name=entry.name)
                 slot.runner, slot.ctx = runner, ctx
                 load_ns = max(runner.load_ns, time.perf_counter_ns() - t0)
             slot.runner.lock.acquire()

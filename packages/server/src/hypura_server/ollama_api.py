@@ -29,7 +29,8 @@ def stats(done: Done) -> dict[str, Any]:
     return {"done": True, "done_reason": r.done_reason if r.done_reason != "aborted" else "stop",
             "total_duration": done.total_ns, "load_duration": done.load_ns,
             "prompt_eval_count": r.prompt_total, "prompt_eval_duration": r.prompt_ns,
-            "eval_count": r.eval_tokens, "eval_duration": r.eval_ns + r.sample_ns}
+            "eval_count": r.eval_tokens, "eval_duration": r.eval_ns + r.sample_ns,
+            **({"speculative": r.speculative} if r.speculative is not None else {})}
 
 
 def _common(body: dict[str, Any], entry: ModelEntry) -> dict[str, Any]:

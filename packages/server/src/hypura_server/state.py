@@ -40,6 +40,8 @@ class Settings:
     allowed_hosts: list[str] = field(default_factory=list)   # extra Host names (HYPURA_ALLOWED_HOSTS)
     create_roots: list[Path] = field(default_factory=list)   # where /api/create may read a FROM path,
     #                                       besides the models directory (HYPURA_CREATE_PATHS)
+    drafts: dict[str, str] = field(default_factory=dict)    # model name ("*": all) -> "ngram" | a draft model
+    draft_max: int | None = None          # at most this many drafted tokens a pass (None: the exact batch's)
 
 
 @dataclass

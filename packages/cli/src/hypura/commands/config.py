@@ -14,10 +14,12 @@ def add_config_flags(parser: argparse.ArgumentParser, keys: tuple[str, ...] = tu
     helps = {"gpu_budget": "GPU memory budget, e.g. 8G (default: measured free minus a margin)",
              "ram_budget": "RAM budget, e.g. 16GiB (default: measured available minus a margin)",
              "models_dir": "directory holding the models", "host": "address to listen on",
-             "port": "port to listen on", "ctx": "context size in tokens"}
+             "port": "port to listen on", "ctx": "context size in tokens",
+             "draft": "speculative decoding for a served model: NAME=ngram or NAME=DRAFT_MODEL (repeatable)",
+             "draft_max": "at most this many drafted tokens a pass"}
     for key in keys:
         parser.add_argument(FLAGS[key], dest=key, default=None, metavar=key.split("_")[-1].upper(),
-                            help=helps[key])
+                            help=helps[key], **({"action": "append"} if key == "draft" else {}))
 
 
 def _show(value: object) -> str:

@@ -1,0 +1,86 @@
+"""Speculative decoding per model in `hypura serve`: a server whose configuration gives gemma3:270m the ngram
+draft streams the same greedy text as the plain session server, its final chunk carries the draft's figures,
+num_predict and stop behave as without a draft, and a draft with another vocabulary is a clear load error."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from server_support import MODEL, Server
+
+from hypura_synthetic import write_synthetic
+
+PROMPT = ("Repeat this list exactly: apples, pears, plums, cherries, apples, pears, plums, cherries, apples, "
+          "pears, plums, cherries")
+
+
+def _start(tmp_path_factory, drafts, draft_max=None):
+    from hypura_server import Settings, create_app, make_server
+
+    settings = Settings(models_dir=tmp_path_factory.mktemp("models"), ollama_dir=tmp_path_factory.mktemp("ollama"),
+                        ctx=1024, drafts=drafts, draft_max=draft_max)
+    app = create_app(settings)
+    srv = make_server(app, "127.0.0.1", 0, threads=4)
+    threading.Thread(target=srv.run, daemon=True).start()
+    return srv, app, Server("127.0.0.1", srv.effective_port, settings.models_dir, settings.ollama_dir, app)
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory):
+    from hypura_server.drafts import check_drafts
+
+    bad = write_synthetic(tmp_path_factory.mktemp("bad") / "bad.gguf", "llama3-70b", layers=1, scale=16,
+                          vocab=512, qtype="Q4_0")
+    srv, app, server = _start(tmp_path_factory, check_drafts({"gemma3:270m": "ngram", "other:latest": str(bad)}))
+    yield server
+    srv.close()
+    app.extensions["hypura"].manager.close()
+
+
+def _generate(server, **options):
+    body = {"model": MODEL, "prompt": PROMPT, "stream": True, "options": {"temperature": 0, **options}}
+    status, _, raw = server.request("POST", "/api/generate", body)
+    assert status == 200, raw[:300]
+    chunks = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    return "".join(c.get("response", "") for c in chunks), chunks[-1]
+
+
+@pytest.mark.parametrize("options", [{"num_predict": 40}, {"num_predict": 60, "stop": ["cherries, apples"]},
+                                     {"num_predict": 3}])
+def test_same_stream_as_without_a_draft_and_the_final_chunk_reports_it(server, drafted, options):
+    text, last = _generate(drafted, **options)
+    ref_text, ref_last = _generate(server, **options)
+    assert text == ref_text and last["done_reason"] == ref_last["done_reason"]
+    assert last["eval_count"] == ref_last["eval_count"] and "speculative" not in ref_last
+    spec = last["speculative"]
+    assert spec["draft"] == "ngram" and spec["exact"]
+    assert spec["drafted"] >= spec["accepted"] >= 0 and spec["passes"] >= 1
+    if options["num_predict"] == 40:
+        assert spec["accepted"] > 0 and spec["tokens_per_pass"] > 1 and 0 < spec["acceptance_rate"] <= 1
+
+
+def test_a_draft_with_another_vocabulary_is_a_clear_load_error(drafted, default_model, tmp_path):
+    import shutil
+
+    shutil.copyfile(default_model, drafted.models_dir / "other.gguf")
+    body = {"model": "other", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    status, _, raw = drafted.request("POST", "/api/generate", body)
+    # the worker reports the load's ValueError as "value": 400, with llama.cpp's target and the draft named
+    assert status in (400, 500) and b"must share the target's vocabulary" in raw, raw[:400]
+
+
+def test_the_configuration_files_draft_table_reaches_the_settings(tmp_path):
+    from hypura.config import load_config
+    from hypura_server.drafts import check_drafts
+    from hypura_server.wsgi import settings_from_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('draft_max = 2\n[draft]\n"gemma3:270m" = "ngram"\n"llama3" = "llama3.2:1b"\n')
+    cfg = load_config({"draft": ["qwen3:0.6b=ngram:2-3"]}, env={}, path=path)
+    assert cfg.draft == {"gemma3:270m": "ngram", "llama3": "llama3.2:1b", "qwen3:0.6b": "ngram:2-3"}
+    settings = settings_from_config(cfg, drafts=check_drafts(cfg.draft), draft_max=cfg.draft_max)
+    assert settings.drafts == {"gemma3:270m": "ngram", "llama3:latest": "llama3.2:1b", "qwen3:0.6b": "ngram:2-3"}
+    assert settings.draft_max == 2 and cfg.sources["draft"] == "flag --draft"
+    with pytest.raises(ValueError, match="draft"):
+        load_config({"draft": ["gemma3="]}, env={}, path=path)
