@@ -76,6 +76,20 @@ def test_chat_without_a_server(tmp_path):
         t.expect(r"\nUse Ctrl \+ d or /bye to exit\.\n>>> ")
         t.line("/clear")
         t.expect("Cleared session context\n>>> ")
+        t.line('/set system """You are')          # a multi-line system message
+        t.expect(r"\n\.\.\. ")
+        t.line('a pirate."""')
+        t.expect("Set system message.\n>>> ")
+        t.line("/show system")
+        t.expect("You are\na pirate.\n\n>>> ")
+        t.line("/save pirate")                    # the model with this system message and these parameters
+        t.expect("Created new model 'pirate'\n>>> ")
+        t.line("/load no-such-model")
+        t.expect("Couldn't find model 'no-such-model'\n>>> ")
+        t.line("/load pirate")
+        t.expect("Loading model 'pirate'\n(?:.*)>>> ", 240)
+        t.line("/show modelfile")
+        t.expect('SYSTEM """You are\na pirate."""\n(?:.*\n)*PARAMETER num_predict 6\n')
         t.line("/bye")
         assert t.close() == 0
         assert "Traceback" not in t.text and "Error" not in t.text

@@ -80,6 +80,11 @@ def test_model_commands_without_a_server(tmp_path, default_model):
     assert re.search(r'^  Parameters\n    stop {11}"<eot>"\n    temperature {4}0\.3\n\n  System\n    You are terse\.\n'
                      r"    Very terse\.\n", info, re.M), info
 
+    (tmp_path / "ByName").write_text("FROM gemma3:270m\nSYSTEM Be brief.\n")   # FROM a model's name
+    _ok(run_cli("create", "brief", "-f", str(tmp_path / "ByName"), env=env))
+    assert _ok(run_cli("show", "brief", "--system", env=env)) == "Be brief."
+    assert _ok(run_cli("rm", "brief", env=env)) == "deleted 'brief'\n"
+
     assert _ok(run_cli("cp", "terse", "terse2", env=env)) == "copied 'terse' to 'terse2'\n"
     assert set(_rows(_ok(run_cli("ls", "ters", env=env)))) == {"NAME", "terse:latest", "terse2:latest"}
     assert _ok(run_cli("rm", "terse", "terse2", env=env)) == "deleted 'terse'\ndeleted 'terse2'\n"

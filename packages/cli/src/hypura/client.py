@@ -14,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -180,6 +181,20 @@ def no_server(url: str) -> ServerError:
 
 
 @contextmanager
+def signals_stay_with_main_thread() -> Iterator[None]:
+    """Threads started inside this block never take SIGINT: Ctrl-C reaches the main thread (the chat's), which
+    the kernel would not wake if it delivered the signal to a server thread (readline would wait for a key)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextmanager
 def local_server(**settings: Any) -> Iterator[Client]:
     """The API served from this process on a free loopback port until the block ends; `settings` are
     `hypura_server.Settings` fields (``mode``, ``n_threads``, ``create_roots`` …) over the configuration's."""
@@ -195,15 +210,17 @@ def local_server(**settings: Any) -> Iterator[Client]:
             setattr(conf, key, value)
     conf.host = "127.0.0.1"
     conf.create_roots += list(extra_roots)
-    app = create_app(conf)
-    srv = make_server(app, "127.0.0.1", 0, threads=4)
-    thread = threading.Thread(target=srv.run, name="hypura-local-server", daemon=True)
-    thread.start()
+    with signals_stay_with_main_thread():   # the app's, waitress' and their children's threads
+        app = create_app(conf)
+        srv = make_server(app, "127.0.0.1", 0, threads=4)
+        thread = threading.Thread(target=srv.run, name="hypura-local-server", daemon=True)
+        thread.start()
     try:
         yield Client(f"http://127.0.0.1:{srv.effective_port}", local=True)
-    finally:
-        srv.close()
+    finally:   # models first (a generation still running ends), then the request threads, then the socket
         app.extensions["hypura"].manager.close()
+        srv.task_dispatcher.shutdown(timeout=5)
+        srv.close()
 
 
 @contextmanager

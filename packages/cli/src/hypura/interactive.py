@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from .client import Client, ServerError, Stream, local_server, server_url
+from .client import Client, ServerError, Stream, local_server, server_url, signals_stay_with_main_thread
 from .display import go_duration, human_bytes, percent
 from .slash_commands import SlashCommands
 
@@ -208,8 +208,9 @@ class Chat(SlashCommands):
         try:
             stream = self.client.stream("/api/chat", self._body(messages=self.conversation() + [user]))
             pump = threading.Thread(target=_pump, args=(stream, pieces), name="hypura-chat-stream", daemon=True)
-            pump.start()
-            while (item := pieces.get()) is not None:
+            with signals_stay_with_main_thread():
+                pump.start()
+            while (item := _next(pieces)) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 msg = item.get("message") or {}
@@ -272,6 +273,15 @@ class Chat(SlashCommands):
             return None
         full = self.model if ":" in self.model.rsplit("/", 1)[-1] else self.model + ":latest"
         return next((m.get("hypura") for m in models if m.get("name") in (self.model, full)), None)
+
+def _next(pieces: queue.Queue) -> Any:
+    """The next item, waking every 0.1 s so that a pending Ctrl-C is raised here at once."""
+    while True:
+        try:
+            return pieces.get(timeout=0.1)
+        except queue.Empty:
+            pass
+
 
 def _pump(stream: Stream, pieces: queue.Queue) -> None:
     try:
