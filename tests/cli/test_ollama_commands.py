@@ -126,12 +126,14 @@ def test_model_commands_against_a_server(tmp_path, served):
     assert (server_dir / "srv-models" / "blobs" / f"sha256-{digest}").read_bytes() == weights.read_bytes()
     assert re.search(r"^temperature +0\.25$", _ok(run_cli("show", "uploaded", "--parameters", env=env)), re.M)
     assert "uploaded:latest" in _rows(_ok(run_cli("list", env=env)))
+    from hypura.client import Client
+
+    shown = Client(f"http://{server}").request("POST", "/api/show", {"model": "uploaded"})
+    assert shown["parameters"] == f"{'temperature':<30} 0.25"   # Ollama's field: no PARAMETER keyword
     res = run_cli("create", "again", env=env, cwd=tmp_path)   # the same file: the blob is there already
     assert res.returncode == 0 and f"using existing layer sha256:{digest}" in res.stderr, res.stderr
 
     # a model the server has loaded: ps shows Ollama's columns and Hypura's
-    from hypura.client import Client
-
     client = Client(f"http://{server}")
     out = client.request("POST", "/api/generate", {"model": "gemma3:270m", "prompt": "Hello", "stream": False,
                                                    "options": {"temperature": 0, "num_predict": 4}})

@@ -75,10 +75,11 @@ def show() -> Response:
     lines = [f"FROM {entry.path}", f'TEMPLATE """{template}"""']
     if over.get("system"):
         lines.append(f'SYSTEM """{over["system"]}"""')
-    lines += [f"PARAMETER {k} {json.dumps(v) if isinstance(v, str) else v}"
-              for k, values in params.items() for v in (values if isinstance(values, list) else [values])]
-    out: dict[str, Any] = {
-        "modelfile": "\n".join(lines) + "\n", "parameters": "\n".join(lines[2 + bool(over.get("system")):]),
+    pairs = [(k, json.dumps(v) if isinstance(v, str) else v)
+             for k, values in params.items() for v in (values if isinstance(values, list) else [values])]
+    lines += [f"PARAMETER {k} {v}" for k, v in pairs]
+    out: dict[str, Any] = {   # "parameters" as Ollama writes it: name padded to 30, then the value
+        "modelfile": "\n".join(lines) + "\n", "parameters": "\n".join(f"{k:<30} {v}" for k, v in pairs),
         "template": template, "details": details(info), "model_info": model_info(info),
         "capabilities": capabilities(info, over.get("template")), "modified_at": from_timestamp(info.mtime)}
     if isinstance(info.kv.get("general.license"), str):
