@@ -153,3 +153,23 @@ def test_chat_against_a_server_keeps_the_conversation(tmp_path, server):
         if t.proc.poll() is None:
             t.proc.kill()
             t.close()
+
+
+def test_chat_with_a_model_file_runs_it_where_it_lies(tmp_path, default_model):
+    """A .gguf path: the chat serves that one file from this process (a server reads only its own store)."""
+    (tmp_path / "My Model.gguf").symlink_to(default_model)
+    env = isolated_env(tmp_path, f"127.0.0.1:{free_port()}")
+    t = Tty(["run", str(tmp_path / "My Model.gguf"), "-n", "4"], env)
+    try:
+        t.expect(">>> ", 240)
+        t.line("/show modelfile")
+        t.expect(f"FROM {re.escape(str(default_model.resolve()))}\n")
+        assert _answer(t, "Hello.").strip()
+        t.send("\x04")
+        assert t.close() == 0
+        assert "Traceback" not in t.text and "Error" not in t.text
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["My Model.gguf", "models", "ollama"]   # nothing written
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.close()

@@ -70,7 +70,7 @@ def run_chat(args: argparse.Namespace) -> int:
     is_path = model.endswith(".gguf") or path.is_file()
     placement = (args.mode != "auto" or args.gpu_budget or args.ram_budget or args.threads
                  or not getattr(args, "warm_start", True) or getattr(args, "prefetch", False)
-                 or any(v for k, v in vars(args).items() if k.startswith("draft")))
+                 or any(_explicit(args, k) for k in vars(args) if k.startswith("draft")))
     with ExitStack() as stack:
         client = Client(server_url())
         if is_path or placement or args.local or not client.alive():
@@ -89,7 +89,8 @@ def run_chat(args: argparse.Namespace) -> int:
 
 
 def _path_store(stack: ExitStack, path: Path, settings: dict[str, Any]) -> str:
-    """A model given as a file: a private models directory holding only a link to it (read where it lies)."""
+    """A model given as a file: a private models directory whose one name is that file (read where it lies)."""
+    from hypura_engine import Registry
     from hypura_engine.registry import normalize
 
     if not path.is_file():
@@ -99,7 +100,7 @@ def _path_store(stack: ExitStack, path: Path, settings: dict[str, Any]) -> str:
     except ValueError:
         name = "model:latest"
     store = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hypura-run-")))
-    (store / (name.rsplit(":", 1)[0] + ".gguf")).symlink_to(path.resolve())
+    Registry(store).register(name, path)
     settings["models_dir"] = store
     return name
 
