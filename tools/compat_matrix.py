@@ -4,7 +4,8 @@ For the tiny model of every architecture in ``hypura_synthetic.COMPAT``, written
 quantized by the vendored ``llama-quantize`` (Q4_K_M, Q5_K_M, Q2_K, IQ4_XS; MXFP4_MOE for gpt-oss) and split by
 ``llama-gguf-split`` (the Q4_K_M file, ``--split-max-tensors 8``), runs the real CLI
 (``hypura run FILE --mode M --raw --temp 0 -n 16 --json``) in each streaming mode under a RAM budget that forces
-streaming (what ``hypura plan`` keeps resident plus half the FFN bytes) and compares the greedy tokens with
+streaming (what ``hypura plan`` keeps resident plus half the FFN bytes, raised until the expert cache holds a
+layer's experts) and compares the greedy tokens with
 ``--mode resident``. Writes docs/COMPATIBILITY.md and docs/bench/compat.json. Rerun it when a mode changes:
 
     .venv/bin/python tools/compat_matrix.py --at HEAD       # everything, as committed (~4 min on 2 cores)
@@ -72,7 +73,9 @@ def _markdown(results: dict[str, dict[str, dict[str, Cell]]], meta: dict) -> str
              f"`llama-gguf-split --split --split-max-tensors {SPLIT_TENSORS}` and run from its first shard. Each "
              f"cell runs `hypura run FILE --mode M --raw --temp 0 -n {N_PREDICT} -p \"{PROMPT}\" --json --ctx {CTX} "
              "--threads 1 --no-warm-start --ram-budget B`, B = what `hypura plan` keeps resident plus half of the "
-             "FFN bytes (so a streaming mode must stream), and compares the greedy tokens with `--mode resident` "
+             "FFN bytes (so a streaming mode must stream), raised until a placement exists whose expert cache holds a "
+             "whole layer's experts (so the prompt goes in llama.cpp's default ubatch, as resident's; below that a "
+             "run splits its prompt and says so), and compares the greedy tokens with `--mode resident` "
              "(the reference). **equal**: the same tokens (for auto: the mode it ran); refused: the CLI's one-line "
              "error (reasons below); **DIFFERS** / **CRASH**: a bug.", "",
              "| architecture (preset) | type | resident | dense-stream | expert-stream | auto |",
