@@ -185,8 +185,11 @@ def test_cli_json_reports_the_draft(default_model):
     plain = run_hypura(*args)
     spec = run_hypura(*args, "--draft", "ngram")
     assert plain.returncode == 0 and spec.returncode == 0, spec.stderr[-800:]
-    a, b = json.loads(plain.stdout), json.loads(spec.stdout)
-    assert a["tokens"] == b["tokens"] and "speculative" not in a
+    own = run_hypura(*args, "--draft", str(default_model))      # the model as its own draft: vocabulary checked
+    assert own.returncode == 0, own.stderr[-800:]
+    a, b, c = json.loads(plain.stdout), json.loads(spec.stdout), json.loads(own.stdout)
+    assert a["tokens"] == b["tokens"] == c["tokens"] and "speculative" not in a
+    assert c["speculative"]["draft"] == str(default_model)
     s = b["speculative"]
     assert s["draft"] == "ngram" and s["exact"] and s["drafted"] >= s["accepted"] > 0
     assert s["tokens_per_pass"] > 1 and 0 < s["acceptance_rate"] <= 1 and s["passes"] > 0

@@ -10,6 +10,9 @@ While off, a probe pass of one draft now and then (ever rarer while it keeps not
 """
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 # t(n) / t(1) - 1 per extra token before anything is measured
 PRIOR_SLOPE = {"resident": 0.35, "dense-stream": 0.05, "expert-stream": 0.25}
 
@@ -20,8 +23,8 @@ class DepthPolicy:
         self.fixed = fixed                     # a fixed depth (measurements, tests): no choice made
         self.slope = PRIOR_SLOPE.get(mode, 0.35)
         self.decay = decay
-        self._t: dict[int, float] = {}         # n -> running mean of a pass of n tokens (seconds)
-        self._nt: dict[int, int] = {}
+        self._t: dict[int, float] = {}         # n -> median of the last passes of n tokens (seconds)
+        self._recent: dict[int, deque[float]] = {}
         self.accepted = 1.0                    # decayed counts (a prior of one accept, one reject)
         self.rejected = 1.0
         self.draft_cost = 0.0                  # seconds per drafted token (running mean)
@@ -31,10 +34,11 @@ class DepthPolicy:
 
     # -- measurements ---------------------------------------------------------------------
     def record_pass(self, n: int, seconds: float) -> None:
-        c = self._nt.get(n, 0)
-        w = 1.0 / (c + 1) if c < 16 else 1.0 / 16   # mean of the first 16, then a running mean
-        self._t[n] = seconds if c == 0 else self._t[n] + w * (seconds - self._t[n])
-        self._nt[n] = c + 1
+        """A pass of n tokens took `seconds`: t(n) is the median of the last 9 (one slow pass, a page fault or
+        another process on the cores, does not decide the depth for the rest of the run)."""
+        q = self._recent.setdefault(n, deque(maxlen=9))
+        q.append(seconds)
+        self._t[n] = statistics.median(q)
 
     def record_drafts(self, drafted: int, accepted: int, draft_seconds: float = 0.0) -> None:
         """One pass: `accepted` of `drafted` tokens (a rejection ended the run if accepted < drafted)."""
@@ -51,24 +55,33 @@ class DepthPolicy:
         return self.accepted / (self.accepted + self.rejected)
 
     def t(self, n: int) -> float | None:
-        """The cost of a pass of n tokens: measured, else extrapolated (None before any pass)."""
+        """The cost of a pass of n tokens: measured (while fewer than 3 passes of n were, the lower of that and
+        the estimate from the other sizes: an unlucky first pass gets measured again), else estimated."""
         if n in self._t:
-            return self._t[n]
+            if len(self._recent[n]) >= 3 or len(self._t) == 1:
+                return self._t[n]
+            others = {m: v for m, v in self._t.items() if m != n}
+            est = self._estimate(n, others)
+            return min(self._t[n], est)
         if not self._t:
             return None
-        known = sorted(self._t)
-        if n < known[0]:                         # below every measured n: the prior's slope
-            return self._t[known[0]] * (1 + self.slope * (n - 1)) / (1 + self.slope * (known[0] - 1))
+        return self._estimate(n, self._t)
+
+    def _estimate(self, n: int, measured: dict[int, float]) -> float:
+        """t(n) from the measured sizes: interpolated between them, the prior's slope below, the measured slope
+        (never below the prior's) above."""
+        known = sorted(measured)
+        if n < known[0]:
+            return measured[known[0]] * (1 + self.slope * (n - 1)) / (1 + self.slope * (known[0] - 1))
         lo = max(m for m in known if m < n)
         hi = min((m for m in known if m > n), default=None)
-        if hi is not None:                       # interpolate
-            return self._t[lo] + (self._t[hi] - self._t[lo]) * (n - lo) / (hi - lo)
-        base = self._t[known[0]] / (1 + self.slope * (known[0] - 1))
-        per = self.slope * base                  # above: the measured slope, never below the prior's
+        if hi is not None:
+            return measured[lo] + (measured[hi] - measured[lo]) * (n - lo) / (hi - lo)
+        per = self.slope * measured[known[0]] / (1 + self.slope * (known[0] - 1))
         if len(known) >= 2:
             a, b = known[-2], known[-1]
-            per = max((self._t[b] - self._t[a]) / (b - a), per)
-        return self._t[lo] + per * (n - lo)
+            per = max((measured[b] - measured[a]) / (b - a), per)
+        return measured[lo] + per * (n - lo)
 
     # -- the choice -----------------------------------------------------------------------
     def expected_rate(self, k: int) -> float | None:
