@@ -65,6 +65,10 @@ def test_chat_without_a_server(tmp_path):
         t.expect(r"User defined parameters:\n(?:  \w+ +\S+\n)+")
         t.line("/show nonsense")
         t.expect("Unknown command '/show nonsense'. Type /\\? for help\n>>> ")
+        t.line("/set nowordwrap")
+        t.expect("Set 'nowordwrap' mode.\n>>> ")
+        t.line("/set wordwrap")
+        t.expect("Set 'wordwrap' mode.\n>>> ")
         t.line("/frobnicate")
         t.expect("Unknown command '/frobnicate'. Type /\\? for help\n>>> ")
 
@@ -72,7 +76,11 @@ def test_chat_without_a_server(tmp_path):
         t.line("/set parameter num_predict 6")
         t.expect(">>> ")
         assert _answer(t, "Say hi.").strip()      # the chat goes on after Ctrl-C
-        t.send("\x03")                           # Ctrl-C at an empty prompt: ollama's hint, not an exit
+        # Ctrl-C at an empty prompt: ollama's hint, not an exit. A person's pause first: CPython's readline notices
+        # a signal only when it interrupts its wait for a key, so one that lands in the microseconds between its
+        # printing the prompt and that wait (what a script reacting to the prompt hits) waits for the next key
+        time.sleep(0.5)
+        t.send("\x03")
         t.expect(r"\nUse Ctrl \+ d or /bye to exit\.\n>>> ")
         t.line("/clear")
         t.expect("Cleared session context\n>>> ")

@@ -148,9 +148,9 @@ def test_config_command_bad_value_is_one_line_exit_2(user_dirs):
 
 def test_hypura_entry_point(user_dirs):
     """`hypura config --json` through the installed dispatcher (every command module must load)."""
-    from hypura.main import COMMANDS
-    missing = [c for c in COMMANDS if importlib.util.find_spec(f"hypura.commands.{c}") is None]
-    assert not missing, f"the dispatcher cannot load: hypura.commands.{', '.join(missing)} missing"
+    from hypura.main import _MODULES, COMMANDS   # a module may register several commands (models: list, show ...)
+    missing = [c for c in COMMANDS if c not in _MODULES or importlib.util.find_spec(_MODULES[c].__name__) is None]
+    assert not missing, f"the dispatcher cannot load the module of: {', '.join(missing)}"
     exe = shutil.which("hypura", path=str(Path(sys.executable).parent)) or shutil.which("hypura")
     assert exe is not None, "the hypura script is not installed (make build)"
     out = _run([exe, "config", "--json", "--port", "4321"], {"HYPURA_CONFIG": str(user_dirs / "none.toml")})

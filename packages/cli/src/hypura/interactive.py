@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import shutil
 import sys
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from typing import IO, Any
 from .client import Client, ServerError, Stream, local_server, server_url, signals_stay_with_main_thread
 from .display import go_duration, human_bytes, percent
 from .slash_commands import SlashCommands
+from .wordwrap import WordWrap
 
 GREY, BOLD, RESET = "\x1b[90m", "\x1b[1m", "\x1b[0m"
 
@@ -36,7 +38,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default=None, help="chat: response format (json)")
     p.add_argument("--think", nargs="?", const="true", default=None, help="chat: thinking on/off (true/false)")
     p.add_argument("--hidethinking", action="store_true", help="chat: do not print the thinking")
-    p.add_argument("--nowordwrap", action="store_true", help="accepted for ollama's habit: Hypura never wraps")
+    p.add_argument("--nowordwrap", action="store_true",
+                   help="chat: do not move a word that reaches the right edge to the next line")
     p.add_argument("--local", action="store_true", help="chat: run the model in this process even if a server runs")
     p.set_defaults(run_parser=p)
 
@@ -47,7 +50,8 @@ def wants_chat(args: argparse.Namespace) -> bool:
         args.prompt = " ".join(args.words)
     chat = args.prompt is None and sys.stdin.isatty() and sys.stdout.isatty()
     chat_only = (("--verbose", "chat_verbose"), ("--keepalive", "keepalive"), ("--format", "format"),
-                 ("--think", "think"), ("--hidethinking", "hidethinking"), ("--local", "local"))
+                 ("--think", "think"), ("--hidethinking", "hidethinking"), ("--local", "local"),
+                 ("--nowordwrap", "nowordwrap"))
     unused = [flag for flag, dest in chat_only if not chat and _explicit(args, dest)]
     if unused:
         print(f"warning: {', '.join(unused)}: for the interactive chat only (ignored with a prompt)", file=sys.stderr)
@@ -83,7 +87,8 @@ def run_chat(args: argparse.Namespace) -> int:
             client = stack.enter_context(local_server(**settings))
         think = None if args.think is None else args.think.lower() not in ("false", "0", "no")
         chat = Chat(client, model, options=options, system=args.system, keep_alive=args.keepalive,
-                    format=args.format, think=think, hide_thinking=args.hidethinking, verbose=args.chat_verbose)
+                    format=args.format, think=think, hide_thinking=args.hidethinking, verbose=args.chat_verbose,
+                    wordwrap=not args.nowordwrap)
         chat.load()
         return chat.loop()
 
@@ -112,12 +117,12 @@ class Chat(SlashCommands):
     def __init__(self, client: Client, model: str, *, options: dict[str, Any] | None = None,
                  system: str | None = None, keep_alive: str | None = None, format: str | None = None,
                  think: bool | None = None, hide_thinking: bool = False, verbose: bool = False,
-                 out: IO[str] | None = None, err: IO[str] | None = None) -> None:
+                 wordwrap: bool = True, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
         self.client, self.model = client, model
         self.options = dict(options or {})
         self.system = system
         self.keep_alive, self.format, self.think = keep_alive, format, think
-        self.hide_thinking, self.verbose = hide_thinking, verbose
+        self.hide_thinking, self.verbose, self.wordwrap = hide_thinking, verbose, wordwrap
         self.out, self.err = out or sys.stdout, err or sys.stderr
         self.messages: list[dict[str, str]] = []
 
@@ -206,6 +211,7 @@ class Chat(SlashCommands):
         pieces: queue.Queue[Any] = queue.Queue()
         content: list[str] = []
         final, thinking, stream, pump = None, False, None, None
+        shown = WordWrap(self.out, shutil.get_terminal_size().columns) if self.wordwrap else self.out
         try:
             stream = self.client.stream("/api/chat", self._body(messages=self.conversation() + [user]))
             pump = threading.Thread(target=_pump, args=(stream, pieces), name="hypura-chat-stream", daemon=True)
@@ -216,16 +222,16 @@ class Chat(SlashCommands):
                     raise item
                 msg = item.get("message") or {}
                 if msg.get("thinking") and not self.hide_thinking:
-                    if not thinking:
-                        self.out.write(f"{GREY}{BOLD}Thinking...{RESET}{GREY}\n")
+                    if not thinking:   # escape sequences straight to the terminal: they take no columns
+                        self.out.write(GREY + BOLD + "Thinking..." + RESET + GREY + "\n")
                         thinking = True
-                    self.out.write(msg["thinking"])
+                    shown.write(msg["thinking"])
                 if msg.get("content"):
                     if thinking:
-                        self.out.write(f"\n{BOLD}...done thinking.{RESET}\n\n")
+                        self.out.write("\n" + BOLD + "...done thinking." + RESET + "\n\n")
                         thinking = False
                     content.append(msg["content"])
-                    self.out.write(msg["content"])
+                    shown.write(msg["content"])
                 self.out.flush()
                 if item.get("done"):
                     final = item
@@ -262,7 +268,8 @@ class Chat(SlashCommands):
         hy = self._placement()
         if hy:
             tiers = {t: human_bytes((hy.get("tier_bytes") or {}).get(t, 0)) for t in ("gpu", "ram", "nvme")}
-            lines.append(("placement", f"{hy.get('mode')} (GPU {tiers['gpu']}, RAM {tiers['ram']}, NVMe {tiers['nvme']})"))
+            where = f"GPU {tiers['gpu']}, RAM {tiers['ram']}, NVMe {tiers['nvme']}"
+            lines.append(("placement", f"{hy.get('mode')} ({where})"))
             if hy.get("expert_cache_hit_rate") is not None:
                 lines.append(("expert cache hits", percent(hy["expert_cache_hit_rate"])))
         self.err.write("".join(f"{k + ':':<22}{v}\n" for k, v in lines))

@@ -20,6 +20,7 @@ class SlashCommands:
     format: str | None
     think: bool | None
     verbose: bool
+    wordwrap: bool
     messages: list[dict[str, str]]
     out: IO[str]
     err: IO[str]
@@ -64,12 +65,11 @@ class SlashCommands:
         simple = {"verbose": ("verbose", True, "Set 'verbose' mode."), "quiet": ("verbose", False, "Set 'quiet' mode."),
                   "think": ("think", True, "Set 'think' mode."), "nothink": ("think", False, "Set 'nothink' mode."),
                   "noformat": ("format", None, "Disabled format."),
-                  "nowordwrap": (None, None, "Set 'nowordwrap' mode."),
-                  "wordwrap": (None, None, "Hypura does not wrap words: the terminal wraps long lines.")}
+                  "wordwrap": ("wordwrap", True, "Set 'wordwrap' mode."),
+                  "nowordwrap": ("wordwrap", False, "Set 'nowordwrap' mode.")}
         if what in simple:
             attr, value, message = simple[what]
-            if attr:
-                setattr(self, attr, value)
+            setattr(self, attr, value)
             self.out.write(message + "\n")
         elif what in ("history", "nohistory"):
             import readline
