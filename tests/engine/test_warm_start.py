@@ -87,9 +87,8 @@ def test_unreadable_statistics_are_ignored(tmp_path):
 
 @pytest.mark.parametrize("qtype", ["F16", "Q4_K_M"])
 def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path, qtype):
-    """Host cache slots are a page longer per expert tensor (experts read in place): the streamer the
-    engine opens keeps the plan's slot count when the plan's unused RAM holds the padding, and fewer slots
-    otherwise — the RAM budget is never exceeded by it. Q4_K_M (llama-quantize): per-layer types, the plan's
+    """Host cache slots are a page longer per expert tensor (experts read in place): the plan counts them so,
+    and the streamer the engine opens has the plan's slot count — the RAM budget is never exceeded by it. Q4_K_M (llama-quantize): per-layer types, the plan's
     slot is the largest expert of each kind, as the streamer's; repacked experts are staged, never in place."""
     from hypura_engine.planning import open_streamer, plan_for
 
@@ -110,10 +109,11 @@ def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path, q
         try:
             st.load_model().close()
             assert st.in_place_fraction == (1.0 if qtype == "F16" else 0.0)
-            assert ebytes == st.layout.ram_stride   # the planner's slot: the streamer's (largest of each kind)
+            # the planner's slot is the streamer's host slot: the largest expert of each kind, page-rounded plus a
+            # page where read in place (F16); repacked ones are 64-byte aligned, which the plan over-counts
+            host_slot = sum(k.slot for k in st.layout.kinds.values())
+            assert ebytes == host_slot if qtype == "F16" else ebytes >= host_slot
             assert plan.used("ram") - planned + st.cache_bytes <= plan.ram_budget
-            spare = plan.ram_budget - plan.used("ram")
-            if spare >= st.n_slots * 3 * 4096:
-                assert st.n_slots == planned // ebytes
+            assert st.n_slots == min(planned // ebytes, st.n_expert * len(st.layers))
         finally:
             st.close()

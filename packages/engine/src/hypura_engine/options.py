@@ -21,3 +21,4 @@ class LoadOptions:
     draft: str | None = None           # speculative decoding: "ngram" or a draft GGUF's path (speculative.py)
     draft_max: int | None = None       # at most this many drafted tokens a pass (None: what stays exact, <= 8)
     draft_depth: int | None = None     # a fixed depth, no depth policy (for measurements and tests)
+    ctx_reason: str = ""               # why `ctx` is what it is, when the caller fitted it (fit_context)

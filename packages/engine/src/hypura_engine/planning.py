@@ -64,3 +64,25 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
     if dense is not None:   # a MoE model whose dense FFN layers stream too
         return HybridStreamer(spec, dense, device=device, prefetch=prefetch, repack=repack)
     return ExpertStreamer(spec, device=device, prefetch=prefetch)
+
+
+CTX_STEP = 256         # fitted contexts are whole multiples of this
+TEMPLATE_TOKENS = 64   # what a chat template adds around one message, at most, in the families we know
+DRAFT_SLACK = 16       # positions a verification pass may hold beyond the last emitted token (drafts)
+
+
+def fit_context(path: str | Path, texts: list[str], num_predict: int, ceiling: int, chat: bool) -> tuple[int, str]:
+    """(context size, reason) for one generation whose prompt is `texts` and that predicts `num_predict`
+    tokens: what it can use, in multiples of CTX_STEP, at most `ceiling` (the default or configured size). A
+    context it cannot use costs KV cache, and under a tight RAM budget that is expert cache or resident FFN.
+    Counts tokens with the model's own tokenizer (a vocabulary-only load)."""
+    from hypura_llama import LlamaModel, ModelParams
+
+    if num_predict < 0:
+        return ceiling, f"{ceiling}: the default (-n -1 may use any context)"
+    with LlamaModel.load(str(path), ModelParams(vocab_only=True)) as m:
+        n_prompt = sum(len(m.tokenize(t)) for t in texts if t)
+    need = n_prompt + (TEMPLATE_TOKENS if chat else 0) + num_predict + 1 + DRAFT_SLACK
+    ctx = min(ceiling, -(-need // CTX_STEP) * CTX_STEP)
+    return ctx, (f"{ctx}: fitted to the prompt ({n_prompt} tokens{' + template' if chat else ''}) and -n "
+                 f"{num_predict} (no --ctx given; at most {ceiling})")

@@ -37,6 +37,9 @@ class Runner:
         self.name = name or self.path.stem
         validate_gguf(self.path)            # llama.cpp aborts on some malformed files: check first
         self.lock = threading.Lock()
+        from hypura_hardware import rss_bytes
+
+        self.rss_at_start = rss_bytes()     # already in the memory the plan's budget was measured against
         t0 = time.perf_counter_ns()
         self.plan = None
         self.streamer = None
@@ -271,7 +274,9 @@ class Runner:
     # -- reporting ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         size = self.path.stat().st_size
-        out: dict[str, Any] = {"mode": self.mode, "mode_reason": self.mode_reason, "model_bytes": size}
+        out: dict[str, Any] = {"mode": self.mode, "mode_reason": self.mode_reason, "model_bytes": size,
+                               "ctx": self.ctx.n_ctx, **({"ctx_reason": self.opts.ctx_reason} if self.opts.ctx_reason
+                                                         else {})}
         if self.ubatch_reason:
             out["prompt_ubatch"], out["prompt_ubatch_reason"] = self.ctx.params.n_ubatch, self.ubatch_reason
         if self.streamer is None:   # llama.cpp's own placement: every layer on the compute device
@@ -282,6 +287,10 @@ class Runner:
             out["tier_bytes"] = {t: int(self.plan.tiers.get(t, 0)) for t in ("gpu", "ram", "nvme")}
             out["gpu_bytes"] = int(self.plan.used("gpu")) if self.plan.compute_tier == "gpu" else 0
         if self.plan is not None:
+            from hypura_hardware import peak_rss_bytes
+
+            # what the process held beyond its start and the plan's RAM (the budget's margin must cover it)
+            out["unplanned_ram_bytes"] = peak_rss_bytes() - self.rss_at_start - int(self.plan.used("ram"))
             out["predicted_tps"] = round(self.plan.predicted_tps, 4)
             out["planned_mode"] = self.plan.mode
             out["plan_nvme_bytes_per_token"] = self.plan.nvme_bytes_per_token

@@ -188,6 +188,18 @@ def ram_info(root: Path = Path("/")) -> dict:
     return linux_ram(root)
 
 
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux: ``VmRSS``; elsewhere the peak, an upper bound)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size in bytes.
 

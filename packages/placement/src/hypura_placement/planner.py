@@ -85,13 +85,24 @@ def _expert_ff(m: ModelInfo) -> int:
     return 0 if t is None else min(t.shape[0], t.shape[1])
 
 
-def default_budgets(hw: HardwareSpec) -> tuple[int, int]:
-    """(gpu, ram) budgets: free memory minus a safety margin (GPU: max(512 MiB, 5%); RAM: max(1 GiB, 10%)).
+RAM_MARGIN = 256 * MiB   # what a run holds beyond its plan and its start, at most, measured (see default_budgets)
 
-    With unified memory (Apple silicon) the GPU budget is carved out of available RAM.
+
+def default_budgets(hw: HardwareSpec) -> tuple[int, int]:
+    """(gpu, ram) budgets: free memory minus a safety margin (GPU: max(512 MiB, 5%); RAM: max(RAM_MARGIN, 5%)).
+
+    The RAM margin covers what the process holds beyond the plan (which counts weights, KV cache, compute
+    buffers, slots and expert cache; not the expert streamer's read staging, one buffer of one expert per
+    reader thread) and beyond what it held when the budget was measured (Python and llama.cpp's libraries are
+    in that already), and the page cache a run charges to its cgroup. Measured (`unplanned_ram_bytes` of
+    `hypura run --json`: peak RSS - RSS at start - the plan's RAM): -23 MB expert-streaming the 6.7 GB
+    Mixtral-shaped file (264 MB of staging for its 99 MB experts included: the plan over-counts elsewhere),
+    -151 MB the 4.6 GB Qwen3-30B-A3B-shaped one, -156 MB dense-streaming the 7 GB Llama-3-70B-shaped one,
+    -211 MB Gemma 3 270M; a cgroup's peak was 70 MB above the RSS peak. With unified memory (Apple silicon) the GPU
+    budget is carved out of available RAM.
     """
     gpu = 0 if hw.gpu is None else max(0, hw.gpu.memory_free - max(512 * MiB, hw.gpu.memory_free // 20))
-    ram = hw.ram_available - max(GiB, hw.ram_available // 10)
+    ram = hw.ram_available - max(RAM_MARGIN, hw.ram_available // 20)
     if hw.unified_memory:
         ram -= gpu
     return gpu, max(0, ram)

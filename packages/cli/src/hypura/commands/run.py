@@ -48,7 +48,13 @@ def _run(args: argparse.Namespace) -> int:
     # resident runs read the file through a memory map: if it shrinks under us, one line instead of a core dump
     report_bus_errors(f"hypura: {path}: the model file changed while it was being read (truncated or rewritten "
                       f"under its memory map): stopped")
-    runner = Runner(path, load_options_from_args(args), name=name)
+    opts = load_options_from_args(args)
+    if args.mode == "auto" and _ctx_is_default(args):   # KV it cannot use would cost cache under a tight budget
+        from hypura_engine.planning import fit_context
+
+        opts.ctx, opts.ctx_reason = fit_context(path, [prompt, args.system or ""], args.num_predict, opts.ctx,
+                                                chat=not args.raw)
+    runner = Runner(path, opts, name=name)
     try:
         if args.raw:
             tokens = runner.tokenize(prompt)
@@ -100,6 +106,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     finally:
         runner.close()
+
+
+def _ctx_is_default(args: argparse.Namespace) -> bool:
+    """No --ctx flag, HYPURA_CTX or configuration-file ctx: the context size is Hypura's to choose."""
+    from ..config import load_config
+
+    return load_config({"ctx": args.ctx}).sources["ctx"] == "default"
 
 
 __all__ = ["register", "Path"]
