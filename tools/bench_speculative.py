@@ -56,11 +56,15 @@ def tokens_of(runner, item: dict, form: str = "chat") -> list[int]:
     return runner.chat_prompt(msgs)
 
 
+TEMP = {"t": 0.0}   # --temp: sampling at temperature > 0 (seeded) instead of greedy
+
+
 def generate(runner, toks: list[int], n: int) -> dict:
     from hypura_engine import GenerateOptions, SamplingOptions
 
     t0 = time.perf_counter_ns()
-    items = list(runner.generate(toks, GenerateOptions(num_predict=n, sampling=SamplingOptions(temperature=0))))
+    s = SamplingOptions(temperature=TEMP["t"], top_k=40, top_p=0.95, seed=1)
+    items = list(runner.generate(toks, GenerateOptions(num_predict=n, sampling=s)))
     res = items[-1]
     decode_ns = res.total_ns - res.prompt_ns
     out = {"tokens": res.tokens, "n": len(res.tokens), "decode_s": decode_ns / 1e9, "eval_s": res.eval_ns / 1e9,
@@ -97,6 +101,8 @@ def main_speed(a) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in runners}
     kinds = a.kinds.split(",")
     prompts = [p for p in ALL_PROMPTS if p["kind"] in kinds][:a.prompts]
+    meta = {"model": str(path), "n": a.n, "temp": a.temp, "ctx": a.ctx, "threads": a.threads, "ram_budget": budget, "kinds": kinds,
+            "stream_share": a.stream_share, "disk_Bps_before": disk_before, "configs": info}
     try:
         for name, r in runners.items():           # warm-up: one short generation each
             generate(r, tokens_of(r, prompts[0]), 32)
@@ -105,22 +111,33 @@ def main_speed(a) -> dict:
                 out = generate(r, tokens_of(r, item), a.n)
                 out["kind"] = item["kind"]
                 runs[name].append(out)
-        stats = {name: r.stats() for name, r in runners.items()}
+            if a.out:                             # after every prompt: a run cut short keeps what it measured
+                partial = {**meta, "complete": False, "summary": summarize(runs, runners, kinds, None), "runs": runs}
+                a.out.write_text(json.dumps(partial, indent=1) + "\n")
+        summary = summarize(runs, runners, kinds, None)
     finally:
+        stats = {name: r.stats() for name, r in runners.items()}
         for r in runners.values():
             r.close()
     disk_after = disk_bandwidth(path) if disk_before is not None else None
+    summary = summarize(runs, stats, kinds, (disk_before, disk_after))
+    return {**meta, "complete": True, "disk_Bps_after": disk_after, "summary": summary, "runs": runs}
+
+
+def summarize(runs: dict, stats_or_runners: dict, kinds: list[str], disk: tuple | None) -> dict:
+    stats = {k: (v.stats() if hasattr(v, "stats") else v) for k, v in stats_or_runners.items()}
     summary = {}
     for name, rs in runs.items():
+        if not rs:
+            continue
         base = "stream" if name.startswith("stream") else "resident"
-        s = {"tok_s": round(rate(rs), 3), "tokens": sum(r["n"] for r in rs)}
+        s = {"tok_s": round(rate(rs), 3), "tokens": sum(r["n"] for r in rs), "prompts": len(rs)}
         if base in runs and name != base:
-            s["speedup"] = round(rate(rs) / rate(runs[base]), 3)
+            s["speedup"] = round(rate(rs) / rate(runs[base][:len(rs)]), 3)
             per = [rate([x]) / rate([y]) for x, y in zip(rs, runs[base]) if x["n"] > 1 and y["n"] > 1]
             s["speedup_median_per_prompt"] = round(statistics.median(per), 3)
             s["identical_outputs"] = sum(x["tokens"] == y["tokens"] for x, y in zip(rs, runs[base]))
-            s["prompts"] = len(rs)
-        if rs and "speculative" in rs[0]:
+        if "speculative" in rs[0]:
             drafted = sum(r["speculative"]["drafted"] for r in rs)
             accepted = sum(r["speculative"]["accepted"] for r in rs)
             passes = sum(r["speculative"]["passes"] for r in rs)
@@ -135,14 +152,12 @@ def main_speed(a) -> dict:
             st = stats[name]
             s.update(disk_bytes_per_token=st.get("disk_bytes_per_token"), disk_gbps=st.get("disk_gbps"))
         summary[name] = s
-    if "stream" in runs and disk_before:
+    if "stream" in summary and disk and disk[0] and disk[1]:
         bpt = stats["stream"].get("disk_bytes_per_token") or 0
-        mean_disk = (disk_before + disk_after) / 2
+        mean_disk = (disk[0] + disk[1]) / 2
         summary["stream"]["physical_limit_tok_s"] = round(mean_disk / bpt, 3) if bpt else None
         summary["stream"]["of_limit"] = round(summary["stream"]["tok_s"] / (mean_disk / bpt), 3) if bpt else None
-    return {"model": str(path), "n": a.n, "ctx": a.ctx, "threads": a.threads, "ram_budget": budget, "kinds": kinds,
-            "stream_share": a.stream_share, "disk_Bps_before": disk_before, "disk_Bps_after": disk_after,
-            "configs": info, "summary": summary, "runs": runs}
+    return summary
 
 
 def main_identity(a) -> dict:
@@ -249,8 +264,10 @@ def main() -> int:
     ap.add_argument("--ram-budget", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2, 4, 8, 16])
+    ap.add_argument("--temp", type=float, default=0.0, help="temperature (default 0: greedy)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    TEMP["t"] = a.temp
     if a.tk_child:
         print(json.dumps(pass_costs(a)))
         return 0
