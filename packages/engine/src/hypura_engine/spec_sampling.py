@@ -30,14 +30,15 @@ _DRAFT, _ACCEPT, _RESIDUAL, _PLAIN = 1, 2, 3, 4   # purposes of a position's ran
 def distribution(logits: np.ndarray, s: SamplingOptions) -> Distribution:
     """The target's distribution at temperature > 0: top-k, then top-p and min-p on the softmax of what is
     left (as llama.cpp's chain computes them, before the temperature), then the temperature."""
-    x = np.asarray(logits, dtype=np.float64)
+    x = np.asarray(logits)                                  # float32: no copy of a 262k-entry row
     n = x.shape[0]
     if 0 < s.top_k < n:
-        ids = np.argpartition(-x, s.top_k - 1)[:s.top_k]
+        ids = np.argpartition(x, n - s.top_k)[n - s.top_k:]
     else:
         ids = np.arange(n)
-    ids = ids[np.argsort(-x[ids], kind="stable")]          # descending logit, ties by id
-    lg = x[ids]
+    lg = x[ids].astype(np.float64)
+    order = np.lexsort((ids, -lg))                          # descending logit, ties by id
+    ids, lg = ids[order], lg[order]
     if 0.0 < s.top_p < 1.0 or s.min_p > 0.0:
         p = np.exp(lg - lg[0])
         p /= p.sum()
