@@ -188,16 +188,22 @@ def ram_info(root: Path = Path("/")) -> dict:
     return linux_ram(root)
 
 
-def rss_bytes() -> int:
-    """This process's resident set size now (Linux: ``VmRSS``; elsewhere the peak, an upper bound)."""
+def _status_bytes(key: str) -> int | None:
+    """A ``kB`` field of /proc/self/status in bytes (None where there is none: not Linux)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return peak_rss_bytes()
+    return None
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux: ``VmRSS``; elsewhere the peak, an upper bound)."""
+    now = _status_bytes("VmRSS")
+    return peak_rss_bytes() if now is None else now
 
 
 def peak_rss_bytes() -> int:
@@ -207,13 +213,9 @@ def peak_rss_bytes() -> int:
     ``getrusage().ru_maxrss``: Linux carries that across ``execve``, so a child started from a
     large parent (a test runner holding a model) would report the parent's peak as its own.
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     import sys
 
