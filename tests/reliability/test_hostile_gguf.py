@@ -97,7 +97,9 @@ def test_truncations_and_empty(bases, tmp_path):
         p.write_bytes(data[:n])
         outcomes[n] = _in_process(p)
         p.unlink()
-    assert all(v == "GGUFError" for v in outcomes.values()), {k: v for k, v in outcomes.items() if v != "GGUFError"}
+    # GGUFTruncated: the GGUFError of a file that ends inside its header (hub reads headers by growing prefixes)
+    clear = {"GGUFError", "GGUFTruncated"}
+    assert all(v in clear for v in outcomes.values()), {k: v for k, v in outcomes.items() if v not in clear}
     assert len(outcomes) > 1500
 
 
