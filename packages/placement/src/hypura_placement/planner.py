@@ -16,7 +16,7 @@ its bytes (uniform routing); an expert cache of capacity ``c`` experts over ``S`
 ``c / S`` (uniform routing; caches independent), so misses are ``(1 - hit)`` of the touched bytes.
 Real routing is skewed (a minority of experts takes most selections), so real hit rates are higher: given
 routing statistics of earlier runs, the hit rate is the share of selections of the ``c`` most chosen
-experts (what a frequency-aware cache keeps; :func:`_hit_rates`).
+experts (what a frequency-aware cache keeps; :func:`expert_cache_model.hit_rates`).
 
 Algorithm. (1) The always-resident part (attention, norms, router, shared experts, output, other; the
 embedding in RAM) goes on the compute tier with the KV cache and compute buffers (``resident_overhead``,
@@ -57,12 +57,11 @@ from dataclasses import dataclass, field
 from .hardware_spec import HardwareSpec
 from .model_info import ModelInfo
 from .plan import Plan, PlanError
+from .expert_cache_model import N_UBATCH, cache_slot_bytes, hit_rates, prompt_ubatch
 from .roles import STREAMABLE
 
 MiB, GiB = 1 << 20, 1 << 30
-N_UBATCH = 512
 RANDOM_READ_BELOW = 1 * MiB     # experts smaller than this are read at the random-read rate
-PAGE = 4096                     # direct I/O's alignment: host expert slots are page-rounded plus one page
 
 
 def estimate_overhead(m: ModelInfo, ctx: int) -> tuple[int, int]:
@@ -153,7 +152,7 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     """Place every tensor of ``model_info`` on ``hardware`` within the budgets (bytes; None: measured free
     minus a margin). ``resident_overhead``: KV cache + compute buffers in bytes (None: formula).
     ``routing``: {layer: {expert: times chosen}} from earlier runs (None: uniform routing), for the expert
-    caches' hit rates (see :func:`_hit_rates`).
+    caches' hit rates (see :func:`expert_cache_model.hit_rates`).
     Raises :class:`PlanError` when the budget cannot hold the always-resident part and one streaming slot.
     """
     m, hw = model_info, hardware
@@ -258,49 +257,6 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
 
 
-def _cache_slot_bytes(moe: list[_Unit], by_name: dict, host: bool) -> int:
-    """Bytes of one expert-cache slot: the cache serves every streamed layer's experts, so each kind of
-    per-expert tensor (`ffn_down_exps.weight`, ...) takes the largest expert of that kind across those layers
-    (K-quant recipes give a kind other types by layer; the streamer's layout sizes its slots so). In host
-    memory (`host`) a kind's slot is at most whole pages plus one (what reading experts in place needs:
-    hypura_streaming's layout), counted so here, so that the plan's slot count is the streamer's."""
-    largest: dict[str, int] = {}
-    for u in moe:
-        for name in u.names:
-            kind = name.split(".", 2)[-1]
-            largest[kind] = max(largest.get(kind, 0), by_name[name].nbytes // max(1, u.n_expert))
-    if host:
-        return sum(-(-b // PAGE) * PAGE + PAGE for b in largest.values())
-    return sum(largest.values())
-
-
-def _hit_rates(routing: dict[int, dict[int, int]] | None, moe: list[_Unit], c_cache: int, r_cache: int,
-               s_all: int, s_nvme: int, ctier: str) -> tuple[float, float, str]:
-    """Hit rates of the compute-tier expert cache (all streamed MoE layers) and of the RAM cache behind it
-    (the NVMe-tier layers' misses), and the model used.
-
-    Uniform routing: ``c / S`` and ``r / S_nvme``. With routing statistics, a frequency-aware cache holds the
-    most chosen experts: the compute cache hits the share of selections of the ``c`` most chosen (layer,
-    expert) pairs, the RAM cache the share of the NVMe layers' remaining selections of the next ``r``.
-    Counts get one pseudo-selection per expert (add-one smoothing), so that a few tokens' statistics do not
-    promise that a cache of never-seen experts hits; equal counts give the uniform compute-cache figure (the
-    RAM cache is then taken to hold experts the compute cache does not, not an independent sample).
-    ``s_all`` / ``s_nvme``: experts of the streamed MoE layers / of those on NVMe."""
-    uniform = (c_cache / s_all if s_all else 0.0, r_cache / s_nvme if s_nvme else 0.0,
-               "uniform routing: hit = cache capacity / experts it serves; caches independent")
-    if not routing or not moe or not any(routing.get(u.layer) for u in moe):
-        return uniform
-    ranked = sorted(((routing.get(u.layer, {}).get(e, 0) + 1, u.tier) for u in moe for e in range(u.n_expert)),
-                    key=lambda x: -x[0])
-    total = sum(n for n, _ in ranked)
-    h_c = sum(n for n, _ in ranked[:c_cache]) / total
-    rest = [n for n, tier in ranked[c_cache:] if tier == "nvme"]
-    miss_nvme = sum(rest)
-    h_r = sum(rest[:r_cache]) / miss_nvme if ctier == "gpu" and miss_nvme else 0.0
-    return h_c, h_r, ("routing statistics of earlier runs: hit = share of selections of the most chosen experts "
-                      "the cache holds (frequency-aware eviction)")
-
-
 def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str],
             left_c: int, left_r: int, n_slots: int, slot: int,
             routing: dict[int, dict[int, int]] | None = None) -> Plan:
@@ -315,7 +271,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
         plan.tiers[tier] += by_name[name].nbytes
     streamed = [u for u in units if u.tier != ctier]
     moe = [u for u in streamed if u.kind == "routed_expert"]
-    ebytes = _cache_slot_bytes(moe, by_name, host=ctier == "ram")
+    ebytes = cache_slot_bytes(moe, by_name, host=ctier == "ram")
     s_all = sum(u.n_expert for u in moe)
     s_nvme = sum(u.n_expert for u in moe if u.tier == "nvme")
     dense_streamed = [u for u in streamed if u.kind == "dense_ffn"]
@@ -330,7 +286,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
                         f"experts, and the {left_c} bytes left hold {c_cache} experts, fewer than the "
                         f"{m.n_expert_used} a token uses")
     r_cache = min(s_nvme, left_r // ebytes) if ebytes and ctier == "gpu" else 0
-    h_c, h_r, hit_model = _hit_rates(routing, moe, c_cache, r_cache, s_all, s_nvme, ctier)
+    h_c, h_r, hit_model = hit_rates(routing, moe, c_cache, r_cache, s_all, s_nvme, ctier)
     ram_tok = nvme_tok = 0.0
     for u in streamed:
         if u.kind == "dense_ffn":
@@ -354,7 +310,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     if moe and ebytes:   # every slot: the cache and the pool (n_used experts each)
         slots = c_cache + (0 if dense_streamed else n_slots * slot // ebytes)   # else the pool is experts' too
         plan.expert_cache.update(slots=slots, layer_experts=max(u.n_expert for u in moe),
-                                 prompt_ubatch=_prompt_ubatch(slots, moe, m.n_expert_used))
+                                 prompt_ubatch=prompt_ubatch(slots, moe, m.n_expert_used))
     if any(u.kind == "routed_expert" for u in streamed):
         plan.mode = "expert-streaming"
     elif streamed:
@@ -368,16 +324,6 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     plan.touched_bytes_per_token = m.bytes_per_token()
     _predict(plan, m, hw, ebytes)
     return plan
-
-
-def _prompt_ubatch(slots: int, moe: list[_Unit], n_used: int) -> int:
-    """Tokens per prompt ubatch the expert cache allows: llama.cpp's default when it holds a whole layer's
-    experts (any ubatch's union fits), else as many tokens as it holds selections of. Only the default gives
-    resident's numerics exactly: llama.cpp's CPU matmuls group a ubatch's rows per expert, so a split prompt
-    can change the last bits of its logits (seen on K-quant ernie4_5-moe and GLM-4.7-Flash files)."""
-    if slots >= max(u.n_expert for u in moe):
-        return N_UBATCH
-    return max(1, slots // max(1, n_used))
 
 
 def _layer_map(m: ModelInfo, units: list[_Unit], tensors: dict[str, str]) -> list[dict]:
