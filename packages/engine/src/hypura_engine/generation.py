@@ -84,6 +84,17 @@ class GenerationResult:
     def eval_tokens(self) -> int:
         return len(self.tokens)
 
+    def ended(self, cancel, limit: int) -> bool:
+        """Before the next token: the generation ends here (cancelled: "aborted"; `limit` tokens: "length"),
+        with `done_reason` set; plain and speculative decoding check the same way."""
+        if cancel is not None and cancel.is_set():
+            self.done_reason = "aborted"
+            return True
+        if len(self.tokens) >= limit:
+            self.done_reason = "length"
+            return True
+        return False
+
     @property
     def prompt_tps(self) -> float:
         return self.prompt_tokens / (self.prompt_ns / 1e9) if self.prompt_ns else 0.0

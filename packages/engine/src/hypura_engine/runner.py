@@ -207,11 +207,7 @@ class Runner:
             last_n = opts.sampling.repeat_last_n
             sampler.accept_history(prompt if last_n < 0 else prompt[len(prompt) - last_n:] if last_n else ())
             while True:
-                if cancel is not None and cancel.is_set():
-                    res.done_reason = "aborted"
-                    break
-                if len(res.tokens) >= limit:
-                    res.done_reason = "length"
+                if res.ended(cancel, limit):
                     break
                 if on_logits is not None:
                     on_logits(self.ctx.logits())

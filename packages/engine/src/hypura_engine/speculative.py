@@ -140,11 +140,7 @@ class Speculation:
             return stream.feed(model.token_to_piece(tok))
 
         while True:
-            if cancel is not None and cancel.is_set():
-                res.done_reason = "aborted"
-                break
-            if len(res.tokens) >= limit:
-                res.done_reason = "length"
+            if res.ended(cancel, limit):
                 break
             if pending is None:
                 logits = ctx.logits(row)
