@@ -91,8 +91,12 @@ def test_expert_streaming_is_bit_identical(models, name, qtype):
     # staging for reads in place is a page before and after; staged reads need a whole expert's pages
     per_thread = stats["staging_bytes"] // st.reader.threads
     assert per_thread == 8192 if qtype == "F16" else per_thread > max(k.stride for k in st.layout.kinds.values())
-    # after the first pass showed the split after the gate/up matmuls, down experts were read during them
-    assert 0 < stats["down_reads_overlapped"] <= stats["experts_loaded"]
+    # after the first pass showed the order of the expert matmuls, the later kinds were read during the earlier
+    # (llama.cpp's graph computes gate before up, the activation's first source; a fused gate_up is one matmul,
+    # its gate/up views are not)
+    order = ("gate_up", "down") if "gate_up" in st.layout.kinds else ("gate", "up", "down")
+    assert set(st.matmul_order.values()) == {order} and set(st.matmul_order) == set(st.layers)
+    assert 0 < stats["reads_overlapped"] <= stats["experts_loaded"] * (len(order) - 1)
 
 
 # >= 2 streamed MoE layers; F16: guesses read in place (mixtral's F16 guesses are all cached: no reads), Q4_0: staged
@@ -127,9 +131,10 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])   # separate gate/up; fused gate_up
-def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
-    """Negative control for reading the down experts while gate/up compute: once a layer has been seen to
-    split after its gate/up matmuls, its down reads are deferred to that split. If the split then does not
+def test_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
+    """Negative control for reading later kinds while the earlier expert matmuls compute: once a layer has shown
+    the order of its expert matmuls, each later kind is waited for at the split before its matmul. If those splits
+    then do not
     happen (the streamer no longer switches it on), the check after the down matmul fails the pass with a
     StreamError — never a token computed from half-read experts."""
     from hypura_llama import ContextParams, LlamaContext
@@ -146,10 +151,10 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
             toks = model.tokenize("The quick brown fox")
             ctx.decode(toks, 0)
             ctx.decode([1], len(toks))
-            before = st.stats()["down_reads_overlapped"]
+            before = st.stats()["reads_overlapped"]
             assert before > 0
-            st.stop_switching_on_gate_up_splits()   # they stay off (the first pass switched them off)
-            with pytest.raises(StreamError, match="its down experts were not waited for before its down matmul"):
+            st.stop_switching_on_matmul_splits()   # they stay off (the first pass switched them off)
+            with pytest.raises(StreamError, match="its experts were not all waited for before its down matmul"):
                 for i in range(4):   # the first pass with a miss fails
                     ctx.decode([2 + i], len(toks) + 1 + i)
     finally:
@@ -158,7 +163,7 @@ def test_down_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
 
 
 def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models):
-    """A decode aborted (llama.cpp's abort callback) right after a layer deferred its down reads: the next
+    """A decode aborted (llama.cpp's abort callback) right after a layer staged its later reads: the next
     pass finishes those reads before using the cache, and a fresh context over the same streamer gives
     the resident run's tokens and logits."""
     from hypura_llama import ContextParams, DecodeError, LlamaContext
@@ -175,17 +180,17 @@ def test_a_pass_aborted_while_down_experts_are_read_leaves_nothing_wrong(models)
 
             def handler(tensor, ask, rule, layer):
                 inner(tensor, ask, rule, layer)
-                if st.down_reads_pending and not aborted:
+                if st.late_reads_pending and not aborted:
                     aborted.append(layer)
                     ctx.abort()
 
             st.eval_filter.handler = handler
             toks = model.tokenize("The quick brown fox")
             with pytest.raises(DecodeError):
-                ctx.decode(toks, 0)    # the first pass learns the splits: nothing is deferred in it
+                ctx.decode(toks, 0)    # the first pass learns the splits: nothing is staged in it
                 for i in range(8):
                     ctx.decode([toks[0]], len(toks) + i)
-            assert aborted and st.down_reads_pending   # stopped with down reads in flight
+            assert aborted and st.late_reads_pending   # stopped with later reads in flight
             st.eval_filter.handler = inner
         got_toks, got_logits = _greedy(model, st.eval_filter, n=8, ubatch=st.max_ubatch)
     finally:

@@ -11,6 +11,7 @@ CPU, experts of a type llama.cpp's default load repacks are kept repacked, as `-
 - `memory`: the cache region (CPU_REPACK where repacked), the RAM tier, staging, the resized side tensors.
 - `reads`: reading one expert in place or staged; waiting, uploading, giving staging back once.
 - `router`: reading the top-k ids and rewriting them to slots.
+- `stages`: the order of a layer's expert matmuls, and reads waited for kind by kind just before each.
 - `prefetch`: guessing the next layer's experts and reading them early (opt-in).
 - `warm`: seeding the caches from earlier runs' routing counts.
 - `streamer`: `ExpertStreamer`, the eval-callback state machine; `report`: its statistics.

@@ -34,7 +34,7 @@ def expert_stats(st) -> dict:
         # speculative reads included; and the bytes of the experts those passes needed and did not hold,
         # the least any reader must fetch (the physical limit's denominator)
         "needed_bytes_per_token": st.needed_bytes / st.decode_passes if st.decode_passes else 0,
-        "decode_passes": st.decode_passes,
+        "decode_passes": st.decode_passes, "decode_stall_s": round(st.decode_stall_s, 3),
         "experts_loaded": cache.misses, "expert_cache_hits": cache.hits, "experts_prefetched": cache.prefetched,
         "expert_cache_hit_rate": round(cache.hit_rate, 4),
         "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in cache.hit_rate_by_layer().items()},
@@ -46,8 +46,9 @@ def expert_stats(st) -> dict:
         "slot_bytes": lay.ram_stride if lay is not None else 0,
         "expert_bytes_mean": round(lay.slot_bytes_mean) if lay is not None else 0,
         "staging_bytes": st.memory.staging.nbytes if st.memory is not None else 0,
-        # experts whose down matrix was read while the layer's gate/up matmuls computed
-        "down_reads_overlapped": st.deferred_down_reads, "cache_policy": st.policy,
+        # expert reads (one kind of one expert) waited for at the split before their own matmul: read while
+        # the layer's earlier expert matmuls computed
+        "reads_overlapped": st.staged_reads, "cache_policy": st.policy,
         **ram,
         "routing": routing_summary(st.routing, st.n_expert), "prefetch": st.guesses.report(cache), **st.warm,
     }

@@ -11,11 +11,11 @@ RAM cache (`ram_slots` experts in pinned host memory, its own ExpertCache). A de
 RAM is one upload; a miss in both is read from NVMe into pinned staging, uploaded, and kept in RAM. (The
 RAM tier also works with a host cache, for tests: then it is a second copy in RAM.)
 
-Deferred down reads (CPU). Only the gate/up experts are waited for at that split; the down experts are
-read while the gate/up matmuls compute and waited for at the split right after them
-(`ffn_moe_gate_up-N` / `ffn_moe_gate-N`). This starts only once a layer's graph has shown both that
-split and the one after its down matmul (`ffn_moe_out-N`), which fails the pass if the down reads were
-not waited for: never a token computed from half-read experts.
+Staged reads (CPU, stages.py). Only the kind of the layer's first expert matmul (up, or the fused gate_up)
+is waited for at that split; the other kinds are read while the earlier matmuls compute and waited for
+at the split right after the matmul before theirs. This starts once a layer's graph has shown the order
+of its expert matmuls (one pass with every split on); a kind whose matmul comes while its reads are
+pending fails the pass: never a token computed from half-read experts.
 """
 from __future__ import annotations
 
@@ -37,12 +37,11 @@ from .prefetch import Prefetcher
 from .reads import ExpertReads
 from .report import expert_stats
 from .router import TopK
+from .stages import SPLIT_AFTER, KindOrder, Stage, StagedReads, base_kind
 from .warm import preload
 
 log = logging.getLogger(__name__)
 UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
-# the node after a layer's gate/up matmuls: fused or separate gate (after up), "_scaled" with per-expert scales
-AFTER_GATE_UP = ("gate_up", "gate_up_scaled", "gate", "gate_scaled")
 # The split before a layer's expert matmuls (after the router's ids were consumed, before the first expert matmul):
 # the reshape of the MoE FFN's input, `ffn_norm-N (reshaped)` in most architectures. Those that name the input
 # otherwise (llama.cpp's src/models/*.cpp), by `general.architecture`; llama4's input is unnamed, but it scales
@@ -52,15 +51,6 @@ SPLIT_BEFORE_EXPERTS = {"gpt-oss": ("attn_post_norm-", " (reshaped)"), "qwen35mo
                         "glm4moe": ("post_attn_norm-", " (reshaped)"), "llama4": ("ffn_moe_weighted-", "")}
 DEFAULT_SPLIT_ARCHS = frozenset({"llama", "qwen2moe", "qwen3moe", "deepseek2", "minimax-m2", "ernie4_5-moe", "dots1",
                                  "hunyuan-moe", "granitemoe", "olmoe"})
-
-
-@dataclass
-class DeferredDown:
-    """A layer's down-expert reads, in flight while its gate/up matmuls compute."""
-    layer: int
-    futures: list
-    slots: list[int]
-    ram_slots: list
 
 
 class ExpertStreamer(Streamer):
@@ -89,22 +79,23 @@ class ExpertStreamer(Streamer):
         self._rule_topk = f._add_rule("ffn_moe_topk-", "", NOTE, layers=self.layers)
         self._rule_experts = f._add_rule("ffn_norm-", " (reshaped)", SPLIT, layers=self.layers)
         on_cpu = device is None
-        self._rules_after_gate_up = tuple(f._add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers)
-                                          for n in AFTER_GATE_UP) if on_cpu else ()
+        # the splits after each expert matmul (rule -> the kind it follows) and after the down matmul
+        self._rules_after = {f._add_rule(f"ffn_moe_{n}-", "", SPLIT, layers=self.layers): kind
+                             for n, kind in SPLIT_AFTER.items()} if on_cpu else {}
         self._rule_moe_out = f._add_rule("ffn_moe_out-", "", SPLIT, layers=self.layers) if on_cpu else -1
-        self._seen_after_gate_up: set[int] = set()   # layers whose graph showed the split after gate/up
-        self._seen_moe_out: set[int] = set()         # ... and the one after the down matmul
-        self._deferred: DeferredDown | None = None
+        self._order = KindOrder(frozenset())
+        self._staged: StagedReads | None = None
         self._topk: dict[int, object] = {}
         self.routing: dict[int, Counter] = defaultdict(Counter)
         self.warm: dict = {}
         # accounting (report.py)
-        self.deferred_down_reads = 0
+        self.staged_reads = 0        # expert reads waited for at a split after an earlier matmul
         self.expert_bytes_read = 0
         self.ram_bytes_uploaded = 0
         self.decode_bytes = 0        # bytes read during single-token passes (speculative reads included)
         self.needed_bytes = 0        # ... of experts a decode pass needed and did not hold (misses + prefetched)
         self.decode_passes = 0
+        self.decode_stall_s = 0.0    # ... of stall_s, in single-token passes
         self._decode_pass = -1
         self._pass_is_decode = False
         self._mark = 0               # reader.bytes_read at the end of the last split
@@ -184,6 +175,7 @@ class ExpertStreamer(Streamer):
             layer, kind, suffix = EXPS.match(name).groups()
             self.memory.repoint(int(layer), kind_of(kind, suffix), t)
         self.memory.resize_side_tensors(owned, self._pos)
+        self._order = KindOrder(frozenset(base_kind(k) for k in lay.kinds))
         self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
 
     @property
@@ -218,38 +210,73 @@ class ExpertStreamer(Streamer):
                      "warm_start_s": round(time.perf_counter() - t0, 3)}
         return self.warm
 
-    # -- deferred down reads ----------------------------------------------------------------
+    # -- staged reads -------------------------------------------------------------------------
     @property
-    def down_reads_pending(self) -> bool:
-        """A layer's down-expert reads are in flight (waited for at its next split)."""
-        return self._deferred is not None
+    def late_reads_pending(self) -> bool:
+        """A layer's later kinds are still being read (each waited for at the split before its matmul)."""
+        return self._staged is not None
 
-    def stop_switching_on_gate_up_splits(self) -> None:
-        """Negative control only: from now on the splits after the gate/up matmuls are never switched on
-        again, so deferred down reads are not waited for there (the check after the down matmul must
-        then fail the pass)."""
-        self._rules_after_gate_up = ()
+    @property
+    def matmul_order(self) -> dict[int, tuple[str, ...]]:
+        """Per layer, the order of its expert matmuls as its graph showed it (stages.py)."""
+        return dict(self._order.known)
 
-    def _finish_deferred_down(self, layer: int) -> None:
-        """Wait for the down experts read while the gate/up matmuls of `layer` computed (the split after
-        them, before anything reads the down experts)."""
-        d, self._deferred = self._deferred, None
-        if d is None:
-            return
+    def stop_switching_on_matmul_splits(self) -> None:
+        """Negative control only: from now on the splits after the expert matmuls are never switched on
+        again, so staged reads are not waited for there (the check after the down matmul must then fail
+        the pass)."""
+        self._rules_after = {}
+
+    def _wait_stage(self, futures: list) -> None:
+        st = self._staged
         t0 = time.perf_counter()
-        self.reads.await_fill(d.futures, d.slots, d.ram_slots)
-        self.stall_s += time.perf_counter() - t0
+        try:
+            self.reads.await_fill(futures, st.slots, st.ram_slots)
+        except BaseException:
+            self._staged = None
+            self.reads.drain(st.all_futures())
+            raise
+        finally:
+            self._stalled(time.perf_counter() - t0)
         self._count_bytes()
-        if d.layer != layer:
-            raise StreamError(f"layer {d.layer}: its down experts were still being read at layer {layer}'s gate "
-                              "matmul (unexpected graph order)")
+
+    def _finish_staged(self) -> None:
+        """Wait for every read still staged (an aborted pass, or one about to fail): whole, or forgotten."""
+        if self._staged is not None:
+            self._wait_stage(self._staged.all_futures())
+            self._staged = None
+
+    def _after_matmul(self, layer: int, kind: str) -> None:
+        """At the split after `layer`'s `kind` matmul: wait for the kind whose matmul comes next."""
+        self._order.saw(layer, kind)
+        st = self._staged
+        if st is None:
+            return
+        try:
+            if st.layer != layer:
+                raise StreamError(f"layer {st.layer}: its experts were still being read at layer {layer}'s "
+                                  f"{kind} matmul (unexpected graph order)")
+            stage = st.due_after(kind)
+        except StreamError:
+            self._finish_staged()   # whole, or their slots forgotten; the pass fails either way
+            raise
+        if stage is not None:
+            self._wait_stage(stage.futures)
+        if st.done:
+            self._staged = None
 
     def _arm(self, layer: int, on: bool) -> None:
-        """Switch the splits after `layer`'s gate/up and down matmuls on or off. On for every layer until its
-        graph has been seen once; from then on only in a pass whose down reads of that layer are deferred,
-        so layers that read nothing pay no extra splits."""
-        for r in (*self._rules_after_gate_up, self._rule_moe_out):
+        """Switch the splits after `layer`'s expert matmuls on or off. On for every layer until its graph has
+        been seen once; from then on only in a pass that stages reads of that layer, so layers that read
+        nothing pay no extra splits."""
+        for r in (*self._rules_after, self._rule_moe_out):
             self.eval_filter.set_layer(r, layer, on)
+
+    def _stalled(self, dt: float) -> None:
+        """The decode thread waited `dt` s for reads (counted for decode passes on their own too)."""
+        self.stall_s += dt
+        if self._pass_is_decode:
+            self.decode_stall_s += dt
 
     def _count_bytes(self) -> None:
         """Bytes read since the last split, counted for the current pass."""
@@ -262,14 +289,13 @@ class ExpertStreamer(Streamer):
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
         if rule == self._rule_topk:
             self._topk[layer] = tensor
-        elif rule in self._rules_after_gate_up:
-            self._seen_after_gate_up.add(layer)
-            self._finish_deferred_down(layer)
+        elif rule in self._rules_after:
+            self._after_matmul(layer, self._rules_after[rule])
         elif rule == self._rule_moe_out:
-            self._seen_moe_out.add(layer)
-            if self._deferred is not None and self._deferred.layer == layer:
-                self._finish_deferred_down(layer)   # whole, or their slots forgotten; the pass fails either way
-                raise StreamError(f"layer {layer}: its down experts were not waited for before its down matmul")
+            self._order.closed(layer)
+            if self._staged is not None and self._staged.layer == layer:
+                self._finish_staged()   # whole, or their slots forgotten; the pass fails either way
+                raise StreamError(f"layer {layer}: its experts were not all waited for before its down matmul")
             self._arm(layer, False)
         else:
             self._fill(tensor, layer)
@@ -277,11 +303,12 @@ class ExpertStreamer(Streamer):
     def _fill(self, ffn_input, layer: int) -> None:
         """At the split before `layer`'s expert matmuls: make its chosen experts resident, rewrite the ids."""
         first_of_pass = self._start_layer(layer)
-        if self._deferred is not None:
-            held = self._deferred.layer
-            self._finish_deferred_down(held)   # from an aborted pass: its reads are whole once finished
+        if self._staged is not None:
+            held = self._staged.layer
+            self._finish_staged()   # from an aborted pass: its reads are whole once finished
             if not first_of_pass:
-                raise StreamError(f"layer {held}: its down experts were not waited for before its down matmul")
+                raise StreamError(f"layer {held}: its experts were not all waited for before its expert matmuls")
+        self._order.restart(layer)
         node = self._topk.get(layer)
         if node is None:
             raise StreamError(f"layer {layer}: the router's top-k node was not seen before the expert matmuls")
@@ -305,11 +332,15 @@ class ExpertStreamer(Streamer):
             missing = {e for e, _ in ram_read}
             from_ram = [(e, s, ram_of[e]) for e, s in to_read if e not in missing]
             from_disk = [(e, s, ram_of[e]) for e, s in to_read if e in missing]
-        # down experts later once this layer's graph has shown the splits after its gate/up matmuls and
-        # after its down matmul (which fails the pass if they were not waited for: never a wrong token)
-        late = ("down",) if layer in self._seen_after_gate_up and layer in self._seen_moe_out \
-            and "down" in kinds else ()
-        futs = [reads.submit(layer, kind, e, s, rs) for e, s, rs in from_disk for kind in kinds if kind not in late]
+        # kind by kind once this layer's graph has shown the order of its expert matmuls (stages.py)
+        order = self._order.of(layer) if self.device is None and from_disk else None
+        first = (order[0],) if order else tuple({base_kind(k) for k in kinds})
+
+        def submit(wanted) -> list:
+            return [reads.submit(layer, kind, e, s, rs) for e, s, rs in from_disk for kind in kinds
+                    if base_kind(kind) in wanted]
+        futs = submit(first)
+        later = [Stage(k, submit((k,))) for k in order[1:2]] if order else []   # queued behind the first kind
         futs += guessed_futs              # this layer's right guesses, still reading
         t0 = time.perf_counter()
         filling, ram_filling = [s for _, s in to_read] + guessed_slots, [rs for _, _, rs in from_disk]
@@ -317,16 +348,17 @@ class ExpertStreamer(Streamer):
             for e, s, rs in from_ram:   # while the NVMe reads run: RAM-cache hits go up directly
                 for kind in kinds:
                     self.memory.deliver(layer, kind, self.memory.ram_ptr(rs, kind), s)
+            reads.await_fill(futs, filling, ram_filling)
         except BaseException:
-            reads.drain(futs)
+            reads.drain([*futs, *(f for st in later for f in st.futures)])
             reads.forget(filling, ram_filling)
             raise
-        reads.await_fill(futs, filling, ram_filling)
-        self.stall_s += time.perf_counter() - t0
-        if late and from_disk:   # the disk reads them while gate/up compute; waited for at the split after
-            self._deferred = DeferredDown(layer, [reads.submit(layer, kind, e, s, rs) for e, s, rs in from_disk
-                                                  for kind in late], [s for _, s, _ in from_disk], ram_filling)
-            self.deferred_down_reads += len(from_disk)
+        finally:
+            self._stalled(time.perf_counter() - t0)
+        if order:   # the rest is read while the earlier matmuls compute; each waited for before its own
+            later += [Stage(k, submit((k,))) for k in order[1 + len(later):]]
+            self._staged = StagedReads(layer, order, later, [s for _, s, _ in from_disk], ram_filling)
+            self.staged_reads += sum(len(st.futures) for st in later)
             self._arm(layer, True)
         expert = self.layout.expert_bytes(layer)   # bytes of one expert of this layer, every kind
         self.expert_bytes_read += (len(from_disk) + len(guessed_slots)) * expert
@@ -346,9 +378,9 @@ class ExpertStreamer(Streamer):
         return expert_stats(self)
 
     def close(self) -> None:
-        if self._deferred is not None:
-            self.reads.drain(self._deferred.futures)
-            self._deferred = None
+        if self._staged is not None:
+            self.reads.drain(self._staged.all_futures())
+            self._staged = None
         self.guesses.close(self.reads)
         self.reader.close()
         if self.memory is not None:
