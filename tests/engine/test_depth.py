@@ -54,3 +54,28 @@ def test_one_slow_first_pass_does_not_decide_the_rest():
     for _ in range(3):
         p.record_pass(2, 0.052)
     assert abs(p.t(2) - 0.052) < 1e-9
+
+
+def test_t1_is_measured_while_drafting_so_an_expert_streaming_cost_turns_it_off():
+    """Expert streaming: a pass of 2 tokens costs 1.56 passes of 1 (the union of their experts: measured on the
+    qwen3-30b-a3b shape). At 40% acceptance one draft buys 1.4 / 1.56 = 0.9x plain decoding, so drafting must go
+    off. The prior's slope alone (t(1) guessed from t(2) as t(2) / 1.25) would keep it on; measuring t(1) with a
+    few plain passes while drafting turns it off, and the passes per chosen depth are reported."""
+    p = DepthPolicy(k_max=1, mode="expert-stream")
+    cost = {1: 0.100, 2: 0.156}
+    depths = []
+    for i in range(120):
+        k = p.depth(room=100)
+        depths.append(k)
+        p.record_pass(k + 1, cost[k + 1])
+        if k:
+            p.record_drafts(1, 1 if i % 5 in (0, 2) else 0)    # 2 of 5 accepted
+    assert len(p._recent[1]) >= 3 and abs(p.t(1) - 0.100) < 1e-9
+    assert sum(depths[60:]) <= 3                                  # off, but for rare probes
+    assert p.summary()["depths"] == {0: depths.count(0), 1: depths.count(1)}
+
+
+def test_plain_passes_for_t1_cost_little_where_drafting_pays():
+    p = DepthPolicy(k_max=4, mode="dense-stream")
+    depths = run(p, lambda n: 0.100 + 0.001 * n, accept=1.0, passes=60)
+    assert depths.count(0) == 3 and depths[-20:] == [4] * 20     # three measurements of t(1), then deep

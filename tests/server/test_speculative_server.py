@@ -60,6 +60,30 @@ def test_same_stream_as_without_a_draft_and_the_final_chunk_reports_it(server, d
         assert spec["accepted"] > 0 and spec["tokens_per_pass"] > 1 and 0 < spec["acceptance_rate"] <= 1
 
 
+@pytest.mark.parametrize("body,reason", [({"options": {"repeat_penalty": 1.3}}, "repetition penalties"),
+                                         ({"options": {"frequency_penalty": 0.5}}, "repetition penalties"),
+                                         ({"format": "json"}, "grammar")], ids=["repeat", "frequency", "format"])
+def test_a_penalty_or_a_format_turns_the_draft_off_and_the_final_chunk_says_why(server, drafted, body, reason):
+    """Drafting cannot serve these (each token's choice depends on every token before it, or on a grammar's
+    state): the request decodes plainly, streams what the plain server streams, and its final chunk says why."""
+    def go(srv):
+        req = {"model": MODEL, "prompt": PROMPT, "stream": True, **body,
+               "options": {"temperature": 0, "num_predict": 24, **body.get("options", {})}}
+        status, _, raw = srv.request("POST", "/api/generate", req)
+        assert status == 200, raw[:300]
+        chunks = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        return "".join(c.get("response", "") for c in chunks), chunks[-1]
+
+    (text, last), (ref_text, ref_last) = go(drafted), go(server)
+    assert text == ref_text and last["eval_count"] == ref_last["eval_count"]
+    spec = last["speculative"]
+    assert reason in spec["off_reason"] and "passes" not in spec, spec
+    if "format" in body:                                        # the grammar was applied, not dropped
+        assert text.lstrip().startswith("{") and (last["done_reason"] != "stop" or json.loads(text) is not None)
+    text2, last2 = _generate(drafted, num_predict=40)          # the next plain request drafts again
+    assert "off_reason" not in last2["speculative"] and last2["speculative"]["accepted"] > 0
+
+
 def test_a_draft_with_another_vocabulary_is_a_clear_load_error(drafted, default_model, tmp_path):
     import shutil
 

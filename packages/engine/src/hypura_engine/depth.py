@@ -3,18 +3,24 @@
 With per-token acceptance α (a draft token is accepted given that the ones before it were), a pass of
 k drafted tokens emits E(k) = 1 + α + … + α^k tokens on average and costs t(k + 1) + k·c (t(n): the target's
 pass of n tokens, c: drafting one token). The depth maximises E(k) / cost over 0..k_max; k = 0 is plain
-decoding, so drafting turns itself off where it does not pay. t(n) is measured on every pass (a running
-mean per n); an unmeasured n is extrapolated from the measured ones with the mode's prior slope (dense
-streaming reads the same weights for any n: nearly flat; resident decoding computes n times the matmuls).
-While off, a probe pass of one draft now and then (ever rarer while it keeps not paying) re-measures α.
+decoding, so drafting turns itself off where it does not pay. t(n) is measured on every pass (the median of
+the last passes per n); an unmeasured n is extrapolated from the measured ones with the mode's prior slope
+(dense streaming reads the same weights for any n: nearly flat; resident decoding computes n times the
+matmuls; expert streaming reads the union of the n tokens' experts). While off, a probe pass of one draft now
+and then (ever rarer while it keeps not paying) re-measures α. While on, t(1) — the cost drafting is weighed
+against — is measured too: until it was measured MEASURE_T1 times, every T1_EVERY-th pass is a plain one (a
+prior's guess of t(1) from t(2) alone kept drafting on where expert streaming's t(2) / t(1) is 1.56 and a pass of
+one draft bought less than plain decoding).
 """
 from __future__ import annotations
 
 import statistics
-from collections import deque
+from collections import Counter, deque
 
 # t(n) / t(1) - 1 per extra token before anything is measured
 PRIOR_SLOPE = {"resident": 0.35, "dense-stream": 0.05, "expert-stream": 0.25}
+MEASURE_T1 = 3     # plain passes measured while drafting, so that t(1) is a measurement, not the prior's guess
+T1_EVERY = 8       # at most one such pass in this many
 
 
 class DepthPolicy:
@@ -31,6 +37,8 @@ class DepthPolicy:
         self._off = 0                          # passes since drafting was last chosen or probed
         self._probe_every = 8
         self.probes = 0
+        self._since_plain = 0                  # drafting passes since the last plain one
+        self.chosen: Counter[int] = Counter()  # depth -> passes it was chosen for
 
     # -- measurements ---------------------------------------------------------------------
     def record_pass(self, n: int, seconds: float) -> None:
@@ -103,13 +111,23 @@ class DepthPolicy:
 
     def depth(self, room: int) -> int:
         """This pass's depth; counts off-passes and schedules the probes (doubling their interval, to 256)."""
+        k = self._choose(room)
+        self.chosen[k] += 1
+        return k
+
+    def _choose(self, room: int) -> int:
         if self.fixed is not None:
             return max(0, min(self.fixed, room))
         k = self.best(room)
         if k > 0:
             self._off = 0
             self._probe_every = 8
+            self._since_plain += 1
+            if len(self._recent.get(1, ())) < MEASURE_T1 and self._since_plain >= T1_EVERY:
+                self._since_plain = 0
+                return 0                        # measure t(1): what drafting is weighed against
             return k
+        self._since_plain = 0
         self._off += 1
         if self._off >= self._probe_every and room > 0:
             self._off = 0
@@ -119,8 +137,9 @@ class DepthPolicy:
         return 0
 
     def summary(self) -> dict:
-        """alpha, probes, t_ms (measured pass times by batch size) and t_rel (÷ t(1), where t(1) was measured)."""
+        """alpha, probes, depths (passes per chosen depth), t_ms (measured pass times by batch size) and t_rel
+        (÷ t(1), where t(1) was measured)."""
         base = self._t.get(1)
-        return {"alpha": round(self.alpha, 4), "probes": self.probes,
+        return {"alpha": round(self.alpha, 4), "probes": self.probes, "depths": dict(sorted(self.chosen.items())),
                 "t_ms": {n: round(self._t[n] * 1e3, 3) for n in sorted(self._t)},
                 "t_rel": {n: round(self._t[n] / base, 3) for n in sorted(self._t)} if base else {}}
