@@ -113,7 +113,7 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     slots = max(n_used, n_exp // 2) * 2
     ubatch = slots // n_used    # prompt chunks that fill the cache as a long prompt would (mixtral: 8 = n_exp slots)
     for prefetch in (True, False):
-        st = ExpertStreamer(StreamSpec.experts(path, layers, slots), prefetch=prefetch)
+        st = ExpertStreamer(StreamSpec.experts(path, layers, slots), prefetch=prefetch, prompt_guesses=prefetch)
         runs[prefetch] = (*_streamed(st, n=16, ubatch=ubatch), st.cache.stats)
     ref_toks, ref_logits = _resident(path, ubatch=ubatch, n=16)
     (on_t, on_l, on, on_c), (off_t, off_l, off, off_c) = runs[True], runs[False]
@@ -128,6 +128,39 @@ def test_prefetch_reads_guesses_early_and_changes_nothing(models, name, qtype):
     assert on["experts_prefetched"] == pf["used"] == on_c.prefetched
     assert on["needed_bytes_per_token"] <= on["disk_bytes_per_token"]
     assert not off["prefetch"]["enabled"] and off["prefetch"]["reads"] == 0 and off_c.prefetched == 0
+
+
+@pytest.mark.parametrize("name", ["qwen3-30b-a3b", "deepseek-v3"])
+def test_prompt_ubatch_reads_the_next_layers_guessed_union_early(models, name):
+    """A long prompt in one ubatch (the cache holds a layer's experts): at each layer the union of every token's
+    guess for the next layer is read while this layer computes (evicting the policy's victims). The same tokens
+    and logits as resident; the same selections as without guesses; guesses served reads."""
+    from hypura_streaming.experts.streamer import PROMPT_GUESSES_FROM
+
+    path = models[name, "Q4_0"]
+    n_exp, n_used, lead = _moe_shape(path)
+    layers = range(lead, TINY[name]["layers"])
+    prompt = " ".join(["the quick brown fox jumps over the lazy dog"] * 6)
+    runs = {}
+    for guesses in (True, False):
+        st = ExpertStreamer(StreamSpec.experts(path, layers, n_exp + n_exp // 2), prompt_guesses=guesses)
+        model = st.load_model()
+        try:
+            assert len(model.tokenize(prompt)) >= PROMPT_GUESSES_FROM and st.max_ubatch == 512
+            toks, logits = greedy_with_logits(model, st.eval_filter, n=4, ubatch=512, n_ctx=256, prompt=prompt)
+            runs[guesses] = (toks, logits, st.stats(), st.cache.stats)
+        finally:
+            model.close()
+            st.close()
+    with h.LlamaModel.load(path) as m:
+        ref_toks, ref_logits = greedy_with_logits(m, n=4, ubatch=512, n_ctx=256, prompt=prompt)
+    (on_t, on_l, on, on_c), (off_t, off_l, off, off_c) = runs[True], runs[False]
+    assert on_t == off_t == ref_toks
+    assert np.array_equal(on_l, ref_logits) and np.array_equal(off_l, ref_logits)
+    pf = on["prefetch"]
+    assert pf["enabled"] and pf["reads"] > 0 and on_c.prefetched > 0 and pf["guesses"] == 0   # (decode guesses: off)
+    assert on_c.hits + on_c.misses + on_c.prefetched == off_c.hits + off_c.misses              # the same selections
+    assert not off["prefetch"]["enabled"] and off_c.prefetched == 0
 
 
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])   # separate gate/up; fused gate_up

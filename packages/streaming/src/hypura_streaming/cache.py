@@ -104,17 +104,18 @@ class ExpertCache:
         row[0], row[1], row[2] = row[0] + hits, row[1] + misses, row[2] + prefetched
         return mapping, to_read
 
-    def reserve(self, layer: int, expert: int, protected: set[int]) -> int | None:
+    def reserve(self, layer: int, expert: int, protected: set[int], displace: bool = False) -> int | None:
         """A slot for a speculative read of (layer, expert), evicting by the policy but never a slot in
         `protected`; not counted as a hit, miss or use. None when the expert is cached already or every
-        slot is protected. The key is cached from now on: the caller fills the slot before anyone looks
-        it up, or `invalidate`s it."""
+        slot is protected; with the LFU policy also when the victim was chosen at least as often as the
+        guess, unless `displace`. The key is cached from now on: the caller fills the slot before anyone
+        looks it up, or `invalidate`s it."""
         key = (layer, expert)
         if key in self._where or (not self._free and len(protected) >= self.n_slots):
             return None
         if not self._free and self.policy == "lfu":
             victim = self._lfu_victim(protected)
-            if victim is None or self._freq.get(victim, 0) >= self._freq.get(key, 0):
+            if victim is None or (not displace and self._freq.get(victim, 0) >= self._freq.get(key, 0)):
                 return None       # a guess never displaces an expert chosen at least as often
         slot = self._take_slot(protected)
         self._where[key] = slot

@@ -114,41 +114,47 @@ class Prefetcher:
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="hypura-spec")
 
     def guess(self, layer: int, x: np.ndarray) -> tuple[int, list[int]] | None:
-        """(next streamed layer, its likely experts) from layer `layer`'s FFN input `x` (one token)."""
+        """(next streamed layer, its likely experts) from layer `layer`'s FFN input `x`: one token's [n_embd],
+        or a batch's [n_tok, n_embd] (then the union of every token's likely experts)."""
         nxt = self._next.get(layer)
         if nxt is None:
             return None
         r = self.routers[nxt]
-        score = r.weight @ (x * self._norm_ratio[layer])
+        score = np.atleast_2d(x * self._norm_ratio[layer]) @ r.weight.T      # [n_tok, n_expert]
         if r.bias is not None:
             score = score + r.bias
         if r.selection_bias is not None:   # selection by probability plus a per-expert bias (deepseek2)
             if self._sigmoid:
                 prob = 1.0 / (1.0 + np.exp(-score))
             else:
-                prob = np.exp(score - score.max())
-                prob /= prob.sum()
+                prob = np.exp(score - score.max(axis=1, keepdims=True))
+                prob /= prob.sum(axis=1, keepdims=True)
             score = prob + r.selection_bias
-        top = np.argpartition(-score, self.n_used - 1)[:self.n_used]
-        return nxt, sorted(int(e) for e in top)
+        top = np.argpartition(-score, self.n_used - 1, axis=1)[:, :self.n_used]
+        return nxt, sorted(int(e) for e in np.unique(top))
 
     def speculate(self, layer: int, node, busy: set[int], reads: ExpertReads, cache: ExpertCache,
-                  ram_cache: ExpertCache | None) -> None:
+                  ram_cache: ExpertCache | None, displace: bool = False) -> None:
         """After layer `layer`'s reads: start reading the next layer's guessed experts that are not cached,
-        into slots other than `busy` (this layer's, computing next). `node`: the layer's FFN input."""
-        if node.type != lib.GGML_TYPE_F32 or int(lib.ggml_nbytes(node)) != 4 * int(node.ne[0]):
+        into slots other than `busy` (this layer's, computing next). `node`: the layer's FFN input (one
+        token, or a prompt ubatch: the union of its tokens' guesses). `displace`: a guess may evict the
+        policy's victim however often it was chosen (a prompt ubatch, whose union is most of a layer)."""
+        n_embd = int(node.ne[0])
+        n_tok = int(lib.ggml_nbytes(node)) // (4 * n_embd)   # [n_embd, n_tok] or reshaped [n_embd, 1, n_tok]
+        if node.type != lib.GGML_TYPE_F32 or not lib.ggml_is_contiguous(node):
             return
-        x = np.empty(int(node.ne[0]), dtype=np.float32)
+        x = np.empty((n_tok, n_embd), dtype=np.float32)
         lib.ggml_backend_tensor_get(node, ffi.cast("void *", x.ctypes.data), 0, x.nbytes)
-        guess = self.guess(layer, x)
+        guess = self.guess(layer, x if n_tok > 1 else x[0])
         if guess is None:
             return
         nxt, experts = guess
-        self._guessed[nxt] = experts
+        if n_tok == 1:
+            self._guessed[nxt] = experts
         for e in experts:
             if ram_cache is not None and (nxt, e) in ram_cache:
                 continue          # a RAM-tier hit is one copy at demand time: no disk time to hide
-            slot = cache.reserve(nxt, e, busy)
+            slot = cache.reserve(nxt, e, busy, displace)
             if slot is None:      # cached already, or nothing evictable
                 continue
             busy.add(slot)

@@ -41,6 +41,7 @@ from .stages import SPLIT_AFTER, KindOrder, Stage, StagedReads, base_kind
 from .warm import preload
 
 log = logging.getLogger(__name__)
+PROMPT_GUESSES_FROM = 16   # prompt ubatches this long read their next layer's guessed experts early
 UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
 # The split before a layer's expert matmuls (after the router's ids were consumed, before the first expert matmul):
 # the reshape of the MoE FFN's input, `ffn_norm-N (reshaped)` in most architectures. Those that name the input
@@ -57,11 +58,13 @@ class ExpertStreamer(Streamer):
     """Streams the routed experts of `spec.layers` through a cache of `spec.n_slots` experts."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 8, direct_io: bool = True,
-                 policy: str = "lfu", prefetch: bool = False, eval_filter=None) -> None:
+                 policy: str = "lfu", prefetch: bool = False, eval_filter=None, prompt_guesses: bool = True) -> None:
         """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
         `spec.ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" |
-        "lru". `prefetch`: guess and read the next layer's experts while a layer computes (off by
-        default: it did not pay where measured, docs/BENCHMARKS.md)."""
+        "lru". `prefetch`: guess and read the next layer's experts while a layer computes in decode passes
+        (off by default: it did not pay where measured, docs/BENCHMARKS.md). `prompt_guesses`: the same for
+        prompt ubatches of PROMPT_GUESSES_FROM tokens or more, whose union of guesses covers most of what
+        the next layer reads (on by default)."""
         super().__init__(spec, device, io_threads, direct_io, eval_filter)
         self.policy = policy
         self.n_slots = spec.n_slots
@@ -69,6 +72,7 @@ class ExpertStreamer(Streamer):
         self.cache = ExpertCache(self.n_slots, policy)
         self.ram_cache: ExpertCache | None = None
         self.prefetch = prefetch
+        self.prompt_guesses = prompt_guesses and device is None   # (measured on the CPU only)
         self.n_expert = 0
         self.n_used = 0
         self.layout: ExpertLayout | None = None
@@ -125,7 +129,7 @@ class ExpertStreamer(Streamer):
             self._place(owned)
             self.guesses = Prefetcher(self.layers, self.n_expert, int(
                 meta.get(f"{meta.get('general.architecture')}.expert_used_count", 0)))
-            if self.prefetch:
+            if self.prefetch or self.prompt_guesses:
                 self.guesses.setup(owned, meta)
         except BaseException:
             owned.close()
@@ -369,8 +373,10 @@ class ExpertStreamer(Streamer):
                 self.decode_passes += 1
         self.ram_bytes_uploaded += len(from_ram) * expert
         topk.rewrite(slot_of, self.n_expert)
-        if self.guesses.enabled and self._pass_is_decode:
-            self.guesses.speculate(layer, ffn_input, set(slot_of.values()), reads, self.cache, self.ram_cache)
+        if self.guesses.enabled and (self.prefetch if self._pass_is_decode else n_tok >= PROMPT_GUESSES_FROM
+                                     and self.prompt_guesses):
+            self.guesses.speculate(layer, ffn_input, set(slot_of.values()), reads, self.cache, self.ram_cache,
+                                   displace=not self._pass_is_decode)
         self._count_bytes()   # since the last split: this layer's reads and the guesses settled here
 
     # -- reporting ------------------------------------------------------------------------
