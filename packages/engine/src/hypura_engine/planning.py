@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,23 @@ def _gpu_device():
     return devs[0] if devs else None
 
 
+REPACKED_DIR_ENV = "HYPURA_REPACKED_DIR"
+
+
+def repacked_dir() -> Path | None:
+    """Where expert streaming keeps the experts the CPU repacks, converted once (hypura_streaming's
+    repacked_file): `$HYPURA_REPACKED_DIR` ("off": nowhere, convert them as they are read), else
+    `<user cache dir>/repacked`."""
+    value = os.environ.get(REPACKED_DIR_ENV, "")
+    if value.lower() in ("off", "0", "no", "false"):
+        return None
+    if value:
+        return Path(value)
+    from hypura_hardware.dirs import user_cache_dir
+
+    return user_cache_dir() / "repacked"
+
+
 def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = False, repack: bool = True):
     """The streamer that executes `plan` in `mode` ('dense-stream' or 'expert-stream'); `prefetch`: the
     expert streamer's guessed reads; `repack=False`: dense streaming loads CPU weights unrepacked, as a
@@ -62,8 +80,9 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
         return DenseStreamer(spec, device=device, repack=repack)
     dense = StreamSpec.dense_beside(plan, info, path=path)
     if dense is not None:   # a MoE model whose dense FFN layers stream too
-        return HybridStreamer(spec, dense, device=device, prefetch=prefetch, repack=repack)
-    return ExpertStreamer(spec, device=device, prefetch=prefetch)
+        return HybridStreamer(spec, dense, device=device, prefetch=prefetch, repack=repack,
+                              repacked_dir=repacked_dir())
+    return ExpertStreamer(spec, device=device, prefetch=prefetch, repacked_dir=repacked_dir())
 
 
 CTX_STEP = 256         # fitted contexts are whole multiples of this

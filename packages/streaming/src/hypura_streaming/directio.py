@@ -111,6 +111,21 @@ class DirectReader:
         self.n_reads = 0
         self._count_lock = threading.Lock()
 
+    def add_file(self, path: str | os.PathLike) -> int:
+        """Open one more read-only file (e.g. a derived file beside the model's shards); returns the offset
+        base of its bytes (`shard_offset(index, 0)`). It is checked by `check_unchanged` like the others."""
+        p = os.fspath(path)
+        fd, ok = open_direct(p) if self.direct else (os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), False)
+        if self.direct and not ok:
+            os.close(fd)
+            raise StreamError(f"{p}: direct I/O unavailable for it (the model's reads are direct)")
+        st = os.fstat(fd)
+        self.paths.append(p)
+        self.fds.append(fd)
+        self._identity.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+        self.sizes.append(st.st_size)
+        return shard_offset(len(self.fds) - 1, 0)
+
     def check_unchanged(self) -> None:
         """Raise StreamError if a path no longer names the file that was opened, unchanged."""
         for p, ident in zip(self.paths, self._identity):

@@ -24,11 +24,12 @@ class HybridStreamer(Streamer):
     same model; reports as the expert streamer, with the dense part's figures added and under "dense"."""
 
     def __init__(self, spec: StreamSpec, dense: StreamSpec, device=None, prefetch: bool = False,
-                 repack: bool = True) -> None:
+                 repack: bool = True, repacked_dir=None) -> None:
         if spec.mode != "expert-stream" or dense.mode != "dense-stream" or set(spec.layers) & set(dense.layers):
             raise ValueError("a hybrid streamer needs an expert-stream spec and a dense-stream spec of other layers")
         self.eval_filter = EvalFilter(self._on_node)
-        self.experts = ExpertStreamer(spec, device=device, prefetch=prefetch, eval_filter=self.eval_filter)
+        self.experts = ExpertStreamer(spec, device=device, prefetch=prefetch, eval_filter=self.eval_filter,
+                                      repacked_dir=repacked_dir)
         self.dense = DenseStreamer(dense, device=device, repack=repack, eval_filter=self.eval_filter)
         self.spec, self.path, self.device = spec, spec.path, device
         self.layers = sorted(set(spec.layers) | set(dense.layers))

@@ -142,6 +142,8 @@ class ExpertLayout:
                 k.slot = align_up(k.stride, math.lcm(*(blocks[key] for key in parts if key[1] == kind)))
             elif any(placeable(key) for key in parts if key[1] == kind):
                 k.slot = align_up(k.stride) + HOST_SLOT_PAD
+            elif any(key in repacked for key in parts if key[1] == kind):
+                k.slot = align_up(k.stride)   # whole pages: a repacked expert is read into its slot (repacked_file.py)
             else:
                 k.slot = align_up(k.stride, SLOT_ALIGN)
             k.offset = pos

@@ -81,6 +81,7 @@ class ExpertMemory:
         self._region: AlignedBuffer | None = None
         self._repack_mem = None
         self.repack_buffer = None
+        self.repack_buft_name = repack_buft.name if repack_buft is not None else ""
         self._vram = None
         self._side: list = []
         self._ram_mem = None

@@ -3,7 +3,8 @@
 A read of one expert of one kind goes straight into its host slot where the layout allows it (whole
 pages; see layout.py), else into a staging buffer: copied into the host slot, or returned as pending
 uploads for the decode thread (device caches: only that thread talks to the GPU); an expert the CPU keeps
-repacked is converted from staging into its slot by the reading thread (memory.py). With a RAM-cache slot
+repacked is read already converted from the repacked file straight into its slot where there is one
+(repacked_file.py), else converted from staging into its slot by the reading thread (memory.py). With a RAM-cache slot
 the bytes are kept there too. Every staging buffer goes back to the pool exactly once, whether the read
 succeeds, fails, or is abandoned (a speculative read the router did not ask for).
 """
@@ -35,6 +36,8 @@ class ExpertReads:
         self.reader = reader
         self.cache = cache
         self.ram_cache = ram_cache
+        self.repacked = None      # a RepackedFile: repacked experts read from it straight into their slots
+        self.converted = 0        # reads converted as they landed (repacked, not from that file)
 
     def submit(self, layer: int, kind: str, expert: int, slot: int | None, ram_slot: int | None = None) -> Future:
         """`read` on the reader's threads."""
@@ -49,6 +52,15 @@ class ExpertReads:
         mem = self.memory
         slot_bytes = self.layout.kinds[kind].slot
         host = mem.device is None
+        key = (layer, kind)
+        if self.repacked is not None and slot is not None and ram_slot is None and key in self.repacked.blocks:
+            if cancel is not None and cancel.is_set():
+                raise Abandoned()
+            offset, length = self.repacked.where(key, expert)
+            self.reader.read_into(mem.region_view(mem.region_offset(mem.slot_ptr(layer, kind, slot)), length), offset)
+            return None
+        if key in self.layout.repacked:
+            self.converted += 1
         pos = at = 0
         uploads = []
         in_place = self.layout.in_place[(layer, kind)]

@@ -14,6 +14,15 @@ def routing_summary(routing: dict[int, Counter], n_expert: int) -> dict:
     return out
 
 
+def _repacked_file(st) -> dict | None:
+    """Where the repacked experts came from: the file (path, bytes, build time) or why not (None: none repacked)."""
+    if st.layout is None or not st.layout.repacked:
+        return None
+    if st.repacked_file is not None:
+        return st.repacked_file.report()
+    return {"off": st.repacked_file_reason or "no directory given"}
+
+
 def expert_stats(st) -> dict:
     """The statistics of `st`, an `ExpertStreamer`."""
     lay, cache = st.layout, st.cache.stats
@@ -48,7 +57,10 @@ def expert_stats(st) -> dict:
         "staging_bytes": st.memory.staging.nbytes if st.memory is not None else 0,
         # expert reads (one kind of one expert) waited for at the split before their own matmul: read while
         # the layer's earlier expert matmuls computed
-        "reads_overlapped": st.staged_reads, "cache_policy": st.policy,
+        "reads_overlapped": st.staged_reads,
+        # repacked experts: read converted from the repacked file, or converted as they landed (`converted_reads`)
+        "repacked_file": _repacked_file(st),
+        "converted_reads": st.reads.converted if st.reads is not None else 0, "cache_policy": st.policy,
         **ram,
         "routing": routing_summary(st.routing, st.n_expert), "prefetch": st.guesses.report(cache), **st.warm,
     }

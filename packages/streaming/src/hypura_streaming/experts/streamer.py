@@ -23,17 +23,19 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from hypura_llama import NOTE, SPLIT, LlamaModel, ModelParams
 
 from ..base import Streamer
 from ..cache import ExpertCache
 from ..directio import StreamError
-from ..loader import OwnedLoad
+from ..loader import OwnedLoad, model_files
 from ..spec import EXPS, StreamSpec
 from .layout import ExpertLayout, ExpertTensor, kind_of
 from .memory import ExpertMemory
 from .prefetch import Prefetcher
+from .repacked_file import open_or_build
 from .reads import ExpertReads
 from .report import expert_stats
 from .router import TopK
@@ -58,13 +60,15 @@ class ExpertStreamer(Streamer):
     """Streams the routed experts of `spec.layers` through a cache of `spec.n_slots` experts."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 8, direct_io: bool = True,
-                 policy: str = "lfu", prefetch: bool = False, eval_filter=None, prompt_guesses: bool = True) -> None:
+                 policy: str = "lfu", prefetch: bool = False, eval_filter=None, prompt_guesses: bool = True,
+                 repacked_dir=None) -> None:
         """`device`: a GPU `hypura_llama.Device` whose memory holds the cache (None: host RAM).
         `spec.ram_slots`: experts in the RAM cache behind the device cache (0: none). `policy`: "lfu" |
         "lru". `prefetch`: guess and read the next layer's experts while a layer computes in decode passes
         (off by default: it did not pay where measured, docs/BENCHMARKS.md). `prompt_guesses`: the same for
         prompt ubatches of PROMPT_GUESSES_FROM tokens or more, whose union of guesses covers most of what
-        the next layer reads (on by default)."""
+        the next layer reads (on by default). `repacked_dir`: where the experts the CPU keeps repacked are
+        stored converted once (repacked_file.py; None: converted as they are read)."""
         super().__init__(spec, device, io_threads, direct_io, eval_filter)
         self.policy = policy
         self.n_slots = spec.n_slots
@@ -72,6 +76,9 @@ class ExpertStreamer(Streamer):
         self.cache = ExpertCache(self.n_slots, policy)
         self.ram_cache: ExpertCache | None = None
         self.prefetch = prefetch
+        self.repacked_dir = repacked_dir
+        self.repacked_file = None
+        self.repacked_file_reason = ""
         self.prompt_guesses = prompt_guesses and device is None   # (measured on the CPU only)
         self.n_expert = 0
         self.n_used = 0
@@ -181,6 +188,12 @@ class ExpertStreamer(Streamer):
         self.memory.resize_side_tensors(owned, self._pos)
         self._order = KindOrder(frozenset(base_kind(k) for k in lay.kinds))
         self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
+        if lay.repacked and self.repacked_dir is not None:
+            self.repacked_file, self.repacked_file_reason = open_or_build(
+                Path(self.repacked_dir), model_files(self.path), lay, self.memory, self.reads, self.reader)
+            self.reads.repacked, self.reads.converted = self.repacked_file, 0   # (building converted them all)
+            if self.repacked_file is None:
+                log.warning("repacked experts: %s; converting them as they are read", self.repacked_file_reason)
 
     @property
     def cache_bytes(self) -> int:
