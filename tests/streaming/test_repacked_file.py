@@ -13,7 +13,7 @@ import pytest
 
 import hypura_llama as h
 from hypura_streaming import ExpertStreamer, StreamSpec
-from hypura_streaming.experts.repacked_file import HEADER
+from hypura_streaming.repacked_file import HEADER
 from hypura_synthetic import TINY, write_synthetic
 from helpers import greedy_with_logits
 
@@ -100,3 +100,41 @@ def test_damaged_expert_bytes_change_the_logits(model, tmp_path):
     _, logits, again = _run(model, tmp_path)
     assert again["repacked_file"]["built_s"] is None                  # reused: the manifest still matches
     assert not np.array_equal(logits, ref_logits)
+
+
+def _dense_run(path, directory, layers=range(4, 18)):
+    from hypura_streaming import DenseStreamer
+
+    st = DenseStreamer(StreamSpec.dense(path, layers, 2), repacked_dir=directory)
+    model = st.load_model()
+    try:
+        toks, logits = greedy_with_logits(model, st.eval_filter, n=8)
+        return toks, logits, st.stats()
+    finally:
+        model.close()
+        st.close()
+
+
+def test_dense_layers_of_the_default_model_from_the_repacked_file(default_model, tmp_path):
+    """Gemma 3 270M Q4_K_M dense-streamed (14 of 18 FFN layers through 2 slots): each layer's slot image is
+    converted once into the file, then read from it with nothing converted; greedy tokens and logits equal the
+    resident reference's. Negative control: damaged image bytes under an intact manifest change the logits."""
+    from helpers import reference_greedy
+
+    ref_toks, ref_logits = reference_greedy(default_model, n=8)
+    before = _sha(default_model)
+    toks, logits, first = _dense_run(default_model, tmp_path)
+    assert first["repacked_file"]["built_s"] is not None and first["bytes_repacked"] == 0
+    assert toks == ref_toks and np.array_equal(logits, ref_logits)
+    toks, logits, second = _dense_run(default_model, tmp_path)
+    assert second["repacked_file"]["built_s"] is None and second["bytes_repacked"] == 0 and second["fills"] > 0
+    assert toks == ref_toks and np.array_equal(logits, ref_logits)
+    _, _, off = _dense_run(default_model, None)
+    assert off["repacked_file"] == {"off": "no directory given"} and off["bytes_repacked"] > 0
+    assert _sha(default_model) == before
+    path = second["repacked_file"]["path"]
+    with open(path, "r+b") as f:
+        f.seek(HEADER + 4096)
+        f.write(bytes(1 << 20))
+    _, logits, third = _dense_run(default_model, tmp_path)
+    assert third["repacked_file"]["built_s"] is None and not np.array_equal(logits, ref_logits)

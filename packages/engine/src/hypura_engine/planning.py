@@ -77,7 +77,7 @@ def open_streamer(path: str | Path, plan, info, mode: str, prefetch: bool = Fals
     spec = StreamSpec.from_plan(plan, info, mode, path=path)
     device = _gpu_device() if plan.compute_tier == "gpu" else None
     if spec.mode == "dense-stream":
-        return DenseStreamer(spec, device=device, repack=repack)
+        return DenseStreamer(spec, device=device, repack=repack, repacked_dir=repacked_dir())
     dense = StreamSpec.dense_beside(plan, info, path=path)
     if dense is not None:   # a MoE model whose dense FFN layers stream too
         return HybridStreamer(spec, dense, device=device, prefetch=prefetch, repack=repack,

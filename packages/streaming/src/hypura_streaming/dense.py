@@ -26,15 +26,17 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import wait as futures_wait
+from pathlib import Path
 
 from hypura_llama import SPLIT, LlamaModel, ModelParams, ffi, lib
 
 from .base import Streamer
 from .directio import StreamError
 from .directio import align_up
-from .loader import AlignedBuffer, OwnedLoad
+from .loader import AlignedBuffer, OwnedLoad, model_files
 from .pool import DeviceSlotPool, HostSlotPool, LayerLayout, PinnedWindow, RepackSlots
 from .repack import by_buffer_type
+from .repacked_file import open_dense_file
 from .spec import DENSE_FFN, StreamSpec
 
 log = logging.getLogger(__name__)
@@ -44,14 +46,18 @@ class DenseStreamer(Streamer):
     """Streams the dense FFN tensors of `spec.layers` through `spec.n_slots` slots."""
 
     def __init__(self, spec: StreamSpec, device=None, io_threads: int = 16, direct_io: bool = True,
-                 trigger: str = "ffn_norm-", repack: bool = True, eval_filter=None) -> None:
+                 trigger: str = "ffn_norm-", repack: bool = True, eval_filter=None, repacked_dir=None) -> None:
         """`device`: a GPU `hypura_llama.Device` to keep the slots in its memory (None: host RAM,
         the CPU backend). `trigger` is the node before which a layer's weights must be resident, and
         `repack=False` loads every weight in plain storage (llama.cpp's default load would not):
         only negative controls in the tests change them. `spec.ram_layers` are read from disk once into
-        a RAM copy (pinned with a GPU) and filled from there, never re-read."""
+        a RAM copy (pinned with a GPU) and filled from there, never re-read. `repacked_dir`: where layers
+        whose tensors the CPU repacks are stored converted once (repacked_file.py; None: converted as read)."""
         super().__init__(spec, device, io_threads, direct_io, eval_filter)
         self.repack = repack and device is None
+        self.repacked_dir = repacked_dir
+        self.repacked_file = None
+        self.repacked_file_reason = ""
         self.repack_slots: list[RepackSlots] = []
         self._convert: list[list[tuple[RepackSlots, object, int]]] = []   # per layer: (storage, tensor, raw offset)
         self.ram_layers = set(spec.ram_layers)
@@ -118,6 +124,13 @@ class DenseStreamer(Streamer):
                 tensors.append((t, off))
             self._layer_tensors.append(tensors)
             self._convert.append(convert)
+        if main and self.repacked_dir is not None and self.device is None and not self.repack_slots:
+            converted = [k for k, conv in enumerate(self._convert) if conv and self.layers[k] not in self.ram_layers]
+            self.repacked_file, self.repacked_file_reason = open_dense_file(
+                Path(self.repacked_dir), model_files(self.path), self, converted, main[0].name)
+            self.pool.repacker.converted_bytes = 0   # (building converted them all)
+            if self.repacked_file is None:
+                log.warning("repacked layers: %s; converting them as they are read", self.repacked_file_reason)
         self._load_ram_tier()
         self._loaded()
         log.info("dense streaming: %d layers through %d slots of %.1f MiB (+%.1f MiB repacked storage)",
@@ -148,6 +161,17 @@ class DenseStreamer(Streamer):
                 for name, off in at.items():
                     out.setdefault(name, {})[k] = (slots, off)
         return out
+
+    def fill_now(self, k: int) -> memoryview:
+        """Read streamed layer k from the model into its slot and convert it, now (building the repacked
+        file); its slot's image."""
+        s = k % self.n_slots
+        view = self.pool.slot_view(s)
+        for span in self.layouts[k].spans:
+            for f in self.reader.submit(view[span.slot_offset:span.slot_offset + span.length], span.file_offset):
+                f.result()
+        self._converter(k, s)()
+        return view
 
     def _load_ram_tier(self) -> None:
         ram = [k for k, layer in enumerate(self.layers) if layer in self.ram_layers]
@@ -184,6 +208,9 @@ class DenseStreamer(Streamer):
                 futs = [self.reader.pool.submit(ctypes.memmove, dst, src, self.layouts[k].size)]
             else:
                 futs = []
+        elif self.repacked_file is not None and k in self.repacked_file.blocks:   # converted already
+            offset, length = self.repacked_file.where(k, 0)
+            futs = self.reader.submit(self.pool.slot_view(s)[:length], offset)
         else:
             lay = self.layouts[k]
             view = self.pool.slot_view(s)
@@ -191,7 +218,7 @@ class DenseStreamer(Streamer):
             for span in lay.spans:
                 futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length],
                                                span.file_offset))
-        if self._convert[k]:
+        if self._convert[k] and not (self.repacked_file is not None and k in self.repacked_file.blocks):
             futs = [*futs, _after(list(futs), self._converter(k, s))]
         self._owner[s] = k
         self._futures[s] = futs
@@ -274,6 +301,8 @@ class DenseStreamer(Streamer):
             "repack_bytes": sum(r.nbytes for r in self.repack_slots),   # storage beside the slots
             "bytes_repacked": sum(r.converted_bytes for r in self.repack_slots) + getattr(
                 getattr(self.pool, "repacker", None), "converted_bytes", 0),
+            "repacked_file": (self.repacked_file.report() if self.repacked_file is not None else
+                              {"off": self.repacked_file_reason or "no directory given"} if any(self._convert) else None),
         }
 
     def streamed_on_device(self) -> bool:

@@ -30,7 +30,8 @@ class HybridStreamer(Streamer):
         self.eval_filter = EvalFilter(self._on_node)
         self.experts = ExpertStreamer(spec, device=device, prefetch=prefetch, eval_filter=self.eval_filter,
                                       repacked_dir=repacked_dir)
-        self.dense = DenseStreamer(dense, device=device, repack=repack, eval_filter=self.eval_filter)
+        self.dense = DenseStreamer(dense, device=device, repack=repack, eval_filter=self.eval_filter,
+                                   repacked_dir=repacked_dir)
         self.spec, self.path, self.device = spec, spec.path, device
         self.layers = sorted(set(spec.layers) | set(dense.layers))
         self.reader = self.experts.reader

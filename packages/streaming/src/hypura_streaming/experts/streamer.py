@@ -31,11 +31,11 @@ from ..base import Streamer
 from ..cache import ExpertCache
 from ..directio import StreamError
 from ..loader import OwnedLoad, model_files
+from ..repacked_file import open_experts_file
 from ..spec import EXPS, StreamSpec
 from .layout import ExpertLayout, ExpertTensor, kind_of
 from .memory import ExpertMemory
 from .prefetch import Prefetcher
-from .repacked_file import open_or_build
 from .reads import ExpertReads
 from .report import expert_stats
 from .router import TopK
@@ -189,7 +189,7 @@ class ExpertStreamer(Streamer):
         self._order = KindOrder(frozenset(base_kind(k) for k in lay.kinds))
         self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
         if lay.repacked and self.repacked_dir is not None:
-            self.repacked_file, self.repacked_file_reason = open_or_build(
+            self.repacked_file, self.repacked_file_reason = open_experts_file(
                 Path(self.repacked_dir), model_files(self.path), lay, self.memory, self.reads, self.reader)
             self.reads.repacked, self.reads.converted = self.repacked_file, 0   # (building converted them all)
             if self.repacked_file is None:
