@@ -117,3 +117,20 @@ def test_host_expert_cache_with_its_page_padding_fits_the_ram_budget(tmp_path, q
             assert st.n_slots == min(planned // ebytes, st.n_expert * len(st.layers))
         finally:
             st.close()
+
+
+def test_files_with_one_header_and_other_weights_keep_their_own_statistics(tmp_path):
+    """Two files of one architecture, tokenizer and size whose router weights differ (skew): one header (the
+    first MiB is the same), so the key also hashes weights; a renamed copy still shares its original's key."""
+    import shutil
+
+    shape = {**TINY["qwen3-30b-a3b"], "vocab": None}     # Qwen3's own vocabulary: a header of over 1 MiB
+    a = write_synthetic(tmp_path / "a.gguf", "qwen3-30b-a3b", qtype="Q4_0", skew=0.0, **shape)
+    b = write_synthetic(tmp_path / "b.gguf", "qwen3-30b-a3b", qtype="Q4_0", skew=0.8, **shape)
+    assert a.stat().st_size == b.stat().st_size
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        assert fa.read(1 << 20) == fb.read(1 << 20)
+    copy = tmp_path / "renamed.gguf"
+    shutil.copyfile(a, copy)
+    assert stats_path(a) != stats_path(b)
+    assert stats_path(copy) == stats_path(a)

@@ -1,8 +1,9 @@
 """Routing statistics kept between runs, for the expert cache's warm start.
 
 Stored as JSON in the user cache directory (never beside or inside the model file), one file per
-model, keyed by the file's size and the SHA-256 of its first MiB (the GGUF header and metadata): a
-renamed copy keeps its statistics, a different file gets its own. Counts from earlier runs are
+model, keyed by the file's size and the SHA-256 of its first, middle and last MiB (the GGUF header and
+metadata, and weights: two files with one header, e.g. the same architecture and tokenizer with other
+weights, must not share statistics): a renamed copy keeps its statistics, a different file gets its own. Counts from earlier runs are
 halved when a run's counts are added, so the statistics follow what the model is used for now.
 Stale or unreadable statistics only cost warmth, never correctness.
 """
@@ -24,10 +25,13 @@ def stats_path(model_path: str | os.PathLike) -> Path:
     from hypura_hardware import user_cache_dir
 
     p = Path(model_path)
+    size = p.stat().st_size
     h = hashlib.sha256()
     with open(p, "rb") as f:
-        h.update(f.read(1 << 20))
-    key = f"{p.stat().st_size}-{h.hexdigest()[:32]}"
+        for at in sorted({0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))}):
+            f.seek(at)
+            h.update(f.read(1 << 20))
+    key = f"{size}-{h.hexdigest()[:32]}"
     return user_cache_dir() / "routing" / f"{key}.json"
 
 
