@@ -87,9 +87,9 @@ def main_speed(a) -> dict:
     budget = stream_budget(path, a.ctx, a.stream_share)
     common = dict(ctx=a.ctx, n_threads=a.threads)
     configs = {"resident": LoadOptions(mode="resident", **common),
-               "resident+ngram": LoadOptions(mode="resident", draft="ngram", **common),
+               "resident+ngram": LoadOptions(mode="resident", draft=a.draft, **common),
                "stream": LoadOptions(mode="dense-stream", ram_budget=budget, **common),
-               "stream+ngram": LoadOptions(mode="dense-stream", ram_budget=budget, draft="ngram", **common)}
+               "stream+ngram": LoadOptions(mode="dense-stream", ram_budget=budget, draft=a.draft, **common)}
     if a.configs:
         configs = {k: v for k, v in configs.items() if k in a.configs.split(",")}
     disk_before = disk_bandwidth(path) if any("stream" in k for k in configs) else None
@@ -101,7 +101,7 @@ def main_speed(a) -> dict:
     runs: dict[str, list[dict]] = {name: [] for name in runners}
     kinds = a.kinds.split(",")
     prompts = [p for p in ALL_PROMPTS if p["kind"] in kinds][:a.prompts]
-    meta = {"model": str(path), "n": a.n, "temp": a.temp, "ctx": a.ctx, "threads": a.threads, "ram_budget": budget, "kinds": kinds,
+    meta = {"model": str(path), "draft": a.draft, "n": a.n, "temp": a.temp, "ctx": a.ctx, "threads": a.threads, "ram_budget": budget, "kinds": kinds,
             "stream_share": a.stream_share, "disk_Bps_before": disk_before, "configs": info}
     try:
         for name, r in runners.items():           # warm-up: one short generation each
@@ -264,6 +264,7 @@ def main() -> int:
     ap.add_argument("--ram-budget", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2, 4, 8, 16])
+    ap.add_argument("--draft", default="ngram", help="the draft of the '+ngram' configurations (ngram or a GGUF)")
     ap.add_argument("--temp", type=float, default=0.0, help="temperature (default 0: greedy)")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
