@@ -79,3 +79,20 @@ def test_plain_passes_for_t1_cost_little_where_drafting_pays():
     p = DepthPolicy(k_max=4, mode="dense-stream")
     depths = run(p, lambda n: 0.100 + 0.001 * n, accept=1.0, passes=60)
     assert depths.count(0) == 3 and depths[-20:] == [4] * 20     # three measurements of t(1), then deep
+
+
+def test_no_probes_once_a_drafted_token_costs_a_whole_pass():
+    """A draft model as slow as the target (its probe also catches it up on the context): after the first
+    probes measured that, drafting stays off without probing again."""
+    p = DepthPolicy(k_max=4, mode="resident")
+    depths = []
+    for _ in range(300):
+        k = p.depth(room=100)
+        depths.append(k)
+        p.record_pass(k + 1, 0.020 * (1 + 0.2 * k))
+        if k:
+            p.record_drafts(k, k, draft_seconds=0.030 * k)        # accepted, but 30 ms a drafted token
+    assert p.draft_never_pays() and sum(depths[20:]) == 0
+    cheap = DepthPolicy(k_max=4, mode="resident")
+    run(cheap, lambda n: 0.010 * n, accept=0.5, passes=200)
+    assert cheap.probes >= 3 and not cheap.draft_never_pays()  # a cheap draft keeps being probed

@@ -38,7 +38,8 @@ class DepthPolicy:
         self._probe_every = 8
         self.probes = 0
         self._since_plain = 0                  # drafting passes since the last plain one
-        self.chosen: Counter[int] = Counter()  # depth -> passes it was chosen for
+        self.verified: Counter[int] = Counter()  # drafts verified in a pass -> passes (a drafter may propose
+                                                 # fewer than the depth: prompt lookup without a match, none)
 
     # -- measurements ---------------------------------------------------------------------
     def record_pass(self, n: int, seconds: float) -> None:
@@ -46,6 +47,7 @@ class DepthPolicy:
         another process on the cores, does not decide the depth for the rest of the run)."""
         q = self._recent.setdefault(n, deque(maxlen=9))
         q.append(seconds)
+        self.verified[n - 1] += 1
         self._t[n] = statistics.median(q)
 
     def record_drafts(self, drafted: int, accepted: int, draft_seconds: float = 0.0) -> None:
@@ -111,11 +113,6 @@ class DepthPolicy:
 
     def depth(self, room: int) -> int:
         """This pass's depth; counts off-passes and schedules the probes (doubling their interval, to 256)."""
-        k = self._choose(room)
-        self.chosen[k] += 1
-        return k
-
-    def _choose(self, room: int) -> int:
         if self.fixed is not None:
             return max(0, min(self.fixed, room))
         k = self.best(room)
@@ -129,17 +126,23 @@ class DepthPolicy:
             return k
         self._since_plain = 0
         self._off += 1
-        if self._off >= self._probe_every and room > 0:
+        if self._off >= self._probe_every and room > 0 and not self.draft_never_pays():
             self._off = 0
             self._probe_every = min(self._probe_every * 2, 256)
             self.probes += 1
             return 1
         return 0
 
+    def draft_never_pays(self) -> bool:
+        """A drafted token costs at least a target pass of one token (a draft model about as slow as the target,
+        or one that must first catch up on the context): no depth and no acceptance can pay, so no probes."""
+        t1 = self.t(1)
+        return t1 is not None and self.draft_cost >= t1
+
     def summary(self) -> dict:
-        """alpha, probes, depths (passes per chosen depth), t_ms (measured pass times by batch size) and t_rel
-        (÷ t(1), where t(1) was measured)."""
+        """alpha, probes, depths (passes per number of drafts they verified; 0: plain passes), t_ms (measured
+        pass times by batch size) and t_rel (÷ t(1), where t(1) was measured)."""
         base = self._t.get(1)
-        return {"alpha": round(self.alpha, 4), "probes": self.probes, "depths": dict(sorted(self.chosen.items())),
+        return {"alpha": round(self.alpha, 4), "probes": self.probes, "depths": dict(sorted(self.verified.items())),
                 "t_ms": {n: round(self._t[n] * 1e3, 3) for n in sorted(self._t)},
                 "t_rel": {n: round(self._t[n] / base, 3) for n in sorted(self._t)} if base else {}}
