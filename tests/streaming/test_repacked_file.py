@@ -20,6 +20,12 @@ from helpers import greedy_with_logits
 NAME = "qwen3-30b-a3b"
 
 
+@pytest.fixture(autouse=True)
+def any_free_space(monkeypatch):
+    """The build tests must not depend on how full this machine's disk is (the policy has its own test)."""
+    monkeypatch.setenv("HYPURA_REPACKED_KEEP_FREE", "1")
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("repacked") / f"{NAME}-Q4_0.gguf"
@@ -138,3 +144,15 @@ def test_dense_layers_of_the_default_model_from_the_repacked_file(default_model,
         f.write(bytes(1 << 20))
     _, logits, third = _dense_run(default_model, tmp_path)
     assert third["repacked_file"]["built_s"] is None and not np.array_equal(logits, ref_logits)
+
+
+def test_not_built_when_the_disk_would_keep_too_little_free(model, tmp_path, monkeypatch):
+    """The disk policy: a file that would leave less than the bytes to keep free is not built; the run says why
+    and converts as it reads, with the same logits."""
+    monkeypatch.setenv("HYPURA_REPACKED_KEEP_FREE", str(shutil.disk_usage(tmp_path).free + (1 << 30)))
+    _, logits, stats = _run(model, tmp_path)
+    assert stats["repacked_file"]["off"].startswith("not built:") and stats["converted_reads"] > 0
+    assert not list(tmp_path.glob("*.experts"))
+    monkeypatch.setenv("HYPURA_REPACKED_KEEP_FREE", "1")
+    _, built_logits, built = _run(model, tmp_path)
+    assert built["repacked_file"]["built_s"] is not None and np.array_equal(logits, built_logits)

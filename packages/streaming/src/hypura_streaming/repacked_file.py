@@ -13,7 +13,8 @@ manifest matches: the model files' names, sizes and mtimes, what the blocks are 
 layer, kind, type, bytes and file parts), the buffer type, the CPU features llama.cpp reports and the
 binding build. The model
 file is only read. Skipped, with the reason in the streamer's stats, when the directory's filesystem
-would keep less than max(5%, 4 GiB) free, or it cannot be written; the streamer then converts as before.
+would keep less than max(5%, 4 GiB) free (`$HYPURA_REPACKED_KEEP_FREE` bytes if set), or it cannot be
+written; the streamer then converts as before.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ FORMAT = 1
 MAGIC = b"HYPURA-REPACKED\n"
 HEADER = 1 << 16          # the manifest's room; the experts start here
 BATCH = 16                # experts converted per write
+KEEP_FREE_ENV = "HYPURA_REPACKED_KEEP_FREE"   # bytes the disk must keep free (default max(5%, 4 GiB))
 Key = tuple[int, str]
 
 
@@ -132,7 +134,7 @@ def open_or_build(directory: Path, model_paths: list[str], man: dict, blocks: li
         usage = shutil.disk_usage(directory)
     except OSError as exc:
         return None, f"cannot use {directory}: {exc.strerror}"
-    keep = max(usage.total // 20, 4 << 30)
+    keep = int(os.environ.get(KEEP_FREE_ENV) or max(usage.total // 20, 4 << 30))
     if usage.free - size < keep:
         return None, (f"not built: {size / 1e9:.1f} GB in {directory} would leave {(usage.free - size) / 1e9:.1f} GB "
                       f"free (keeps {keep / 1e9:.1f} GB)")
