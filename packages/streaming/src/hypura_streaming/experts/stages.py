@@ -23,6 +23,16 @@ SPLIT_AFTER = {"up": "up", "up_scaled": "up", "gate": "gate", "gate_scaled": "ga
                "gate_up": "gate_up", "gate_up_scaled": "gate_up"}
 DOWN = "down"
 
+# The split before a layer's expert matmuls (after the router's ids were consumed, before the first expert matmul):
+# the reshape of the MoE FFN's input, `ffn_norm-N (reshaped)` in most architectures. Those that name the input
+# otherwise (llama.cpp's src/models/*.cpp), by `general.architecture`; llama4's input is unnamed, but it scales
+# the input by the expert weights first (`ffn_moe_weighted-N`). Expert streaming runs only the architectures
+# named here or in DEFAULT_SPLIT_ARCHS, each checked bit-identical to resident (tests/streaming/test_expert_archs.py).
+SPLIT_BEFORE_EXPERTS = {"gpt-oss": ("attn_post_norm-", " (reshaped)"), "qwen35moe": ("attn_post_norm-", " (reshaped)"),
+                        "glm4moe": ("post_attn_norm-", " (reshaped)"), "llama4": ("ffn_moe_weighted-", "")}
+DEFAULT_SPLIT_ARCHS = frozenset({"llama", "qwen2moe", "qwen3moe", "deepseek2", "minimax-m2", "ernie4_5-moe", "dots1",
+                                 "hunyuan-moe", "granitemoe", "olmoe"})
+
 
 def base_kind(kind: str) -> str:
     """The matrix a layout kind belongs to: `up.bias` / `up.scale` are read and waited for with `up`."""

@@ -39,21 +39,13 @@ from .prefetch import Prefetcher
 from .reads import ExpertReads
 from .report import expert_stats
 from .router import TopK
-from .stages import SPLIT_AFTER, KindOrder, Stage, StagedReads, base_kind
+from .stages import (DEFAULT_SPLIT_ARCHS, SPLIT_AFTER, SPLIT_BEFORE_EXPERTS, KindOrder, Stage, StagedReads,
+                     base_kind)
 from .warm import preload
 
 log = logging.getLogger(__name__)
 PROMPT_GUESSES_FROM = 16   # prompt ubatches this long read their next layer's guessed experts early
 UBATCH_ANY = 512        # llama.cpp's default ubatch: the limit when a layer's experts all fit the cache
-# The split before a layer's expert matmuls (after the router's ids were consumed, before the first expert matmul):
-# the reshape of the MoE FFN's input, `ffn_norm-N (reshaped)` in most architectures. Those that name the input
-# otherwise (llama.cpp's src/models/*.cpp), by `general.architecture`; llama4's input is unnamed, but it scales
-# the input by the expert weights first (`ffn_moe_weighted-N`). Expert streaming runs only the architectures
-# named here or in DEFAULT_SPLIT_ARCHS, each checked bit-identical to resident (tests/streaming/test_expert_archs.py).
-SPLIT_BEFORE_EXPERTS = {"gpt-oss": ("attn_post_norm-", " (reshaped)"), "qwen35moe": ("attn_post_norm-", " (reshaped)"),
-                        "glm4moe": ("post_attn_norm-", " (reshaped)"), "llama4": ("ffn_moe_weighted-", "")}
-DEFAULT_SPLIT_ARCHS = frozenset({"llama", "qwen2moe", "qwen3moe", "deepseek2", "minimax-m2", "ernie4_5-moe", "dots1",
-                                 "hunyuan-moe", "granitemoe", "olmoe"})
 
 
 class ExpertStreamer(Streamer):
