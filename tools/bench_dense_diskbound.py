@@ -32,13 +32,14 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+from benchlib import Cgroup  # noqa: E402
 
 BLKIO = Path("/sys/fs/cgroup/blkio")
 DEFAULT_CONFIGS = ("resident,resident-norepack,stream:0.3,stream:0.6,stream:1.0,stream-norepack:0.6,"
                    "stream:0.6@800M,stream:0.6@400M,stream:0.6@200M")
 
 
-class ReadThrottle:
+class ReadThrottle(Cgroup):
     """A cgroup-v1 blkio cgroup whose reads from the model file's block device are limited to `bps`."""
 
     def __init__(self, path: Path, bps: int) -> None:
@@ -47,17 +48,6 @@ class ReadThrottle:
         self.path = BLKIO / f"hypura-bench-{uuid.uuid4().hex[:8]}"
         self.path.mkdir()
         (self.path / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps}\n")
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        return ["sh", "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh", *argv]
-
-    def close(self) -> None:
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
 
 
 def parse_config(text: str) -> tuple[str, float, int | None]:

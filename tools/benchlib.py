@@ -15,7 +15,25 @@ ROOT = Path(__file__).resolve().parent.parent
 LLAMA_BENCH = ROOT / "build" / "llama.cpp" / "bin" / "llama-bench"
 
 
-class MemoryCap:
+class Cgroup:
+    """A cgroup at `self.path` that commands can be run inside, removed by `close`."""
+
+    path: Path
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """argv run inside this cgroup (the shell joins it, then execs the command)."""
+        return ["sh", "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh", *argv]
+
+    def close(self) -> None:
+        for _ in range(50):   # the last process may still be leaving it
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+class MemoryCap(Cgroup):
     """A cgroup (v2 `memory.max` or v1 `memory.limit_in_bytes`) that commands can be run inside."""
 
     def __init__(self, limit_bytes: int) -> None:
@@ -34,10 +52,6 @@ class MemoryCap:
             (self.path / "memory.limit_in_bytes").write_text(str(self.limit))
             self.version = 1
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """argv run inside this cgroup (the shell joins it, then execs the command)."""
-        return ["sh", "-c", f'echo $$ > "{self.path}/cgroup.procs" && exec "$@"', "sh", *argv]
-
     def peak(self) -> int | None:
         for f in ("memory.peak", "memory.max_usage_in_bytes"):
             p = self.path / f
@@ -53,14 +67,6 @@ class MemoryCap:
             if k in ("oom_kill",) and int(v or 0) > 0:
                 return True
         return False
-
-    def close(self) -> None:
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
 
 
 def drop_caches() -> None:
