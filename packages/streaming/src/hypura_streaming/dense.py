@@ -201,6 +201,7 @@ class DenseStreamer(Streamer):
         s = k % self.n_slots
         for f in self._futures[s]:
             f.result()  # never two fills of one slot at once
+        from_file = self.repacked_file is not None and k in self.repacked_file.blocks
         if k in self._ram_off:  # RAM tier: no disk read
             src = self._ram_off[k]
             if self.device is None:
@@ -208,7 +209,7 @@ class DenseStreamer(Streamer):
                 futs = [self.reader.pool.submit(ctypes.memmove, dst, src, self.layouts[k].size)]
             else:
                 futs = []
-        elif self.repacked_file is not None and k in self.repacked_file.blocks:   # converted already
+        elif from_file:   # converted already
             offset, length = self.repacked_file.where(k, 0)
             futs = self.reader.submit(self.pool.slot_view(s)[:length], offset)
         else:
@@ -218,7 +219,7 @@ class DenseStreamer(Streamer):
             for span in lay.spans:
                 futs.extend(self.reader.submit(view[span.slot_offset:span.slot_offset + span.length],
                                                span.file_offset))
-        if self._convert[k] and not (self.repacked_file is not None and k in self.repacked_file.blocks):
+        if self._convert[k] and not from_file:
             futs = [*futs, _after(list(futs), self._converter(k, s))]
         self._owner[s] = k
         self._futures[s] = futs
