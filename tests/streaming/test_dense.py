@@ -88,6 +88,25 @@ def test_streaming_is_bit_identical(default_model, resident, layers, slots):
         assert stats["pool_bytes"] == slots * slot_size
 
 
+@pytest.mark.parametrize("layers,slots", [(range(5, 18), 2), (range(1, 18, 3), 2)])
+def test_a_slot_takes_the_next_read_as_soon_as_its_layer_has_computed(default_model, resident, layers, slots):
+    """13 streamed layers through 2 slots: the last layer and the next pass's first share slot 0. Its slot is
+    released when the last layer has computed (its `l_out` node), so the next pass's first layers are read while
+    the output head computes; before, the first layer of every pass was read with nothing to overlap. With
+    resident layers between streamed ones, each streamed layer's slot is refilled during them. Every use of a
+    layer but the very first is then a prefetch hit, and the output is still the reference's."""
+    st = DenseStreamer(StreamSpec.dense(default_model, layers, slots))
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter)
+        stats = st.stats()
+    finally:
+        model.close()
+        st.close()
+    assert toks == resident[0] and np.array_equal(logits, resident[1])
+    assert stats["prefetch_hits"] == stats["passes"] * len(layers) - 1
+
+
 @pytest.mark.skipif(not cpu_computes(), reason="repacking is what the CPU does")
 def test_negative_control_streaming_without_repacking_differs(default_model, resident):
     """With the repack overrides disabled (the loader of before), the comparison must notice."""

@@ -40,6 +40,7 @@ from .repacked_file import open_dense_file
 from .spec import DENSE_FFN, StreamSpec
 
 log = logging.getLogger(__name__)
+LAYER_END = "l_out-"   # a layer's output (llama.cpp's name for it in the decoder graphs)
 
 
 class DenseStreamer(Streamer):
@@ -68,6 +69,10 @@ class DenseStreamer(Streamer):
         self._layer_tensors: list[list[tuple[object, int]]] = []
         self.layouts: list[LayerLayout] = []
         self._add_rule(trigger, "", SPLIT, layers=self.layers)
+        # after a streamed layer that resident compute follows (the next layer's FFN or the output head): its slot
+        # is free for a read while that compute runs
+        before_gap = [layer for layer in self.layers if layer + 1 not in self._pos]
+        self._end_rule = self._add_rule(LAYER_END, "", SPLIT, layers=before_gap) if self.n_slots > 1 else -1
         # slot state
         self._owner = [-1] * self.n_slots             # streamed index loaded / loading in each slot
         self._futures: list[list[Future]] = [[] for _ in range(self.n_slots)]
@@ -248,6 +253,9 @@ class DenseStreamer(Streamer):
                 self._uploaded[s] = True
 
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
+        if rule == self._end_rule:
+            self._layer_done(self._pos[layer])
+            return
         self._start_layer(layer)
         k = self._pos[layer]
         s = k % self.n_slots
@@ -274,9 +282,20 @@ class DenseStreamer(Streamer):
         self.stall_s += time.perf_counter() - t0
         self._upload_ready()
 
-    def _prefetch(self, k: int) -> None:
+    def _layer_done(self, k: int) -> None:
+        """Streamed layer k has computed (its `LAYER_END` node) and resident compute follows: no slot is busy, so
+        k's own slot takes the next layer that needs one while the resident layers (or the output head and the next
+        pass's first resident layers) compute. (Waiting for the next streamed layer's trigger would leave the disk
+        idle then; and at the end of a pass, with `n_streamed mod n_slots` ≠ 0, k's slot is the one the next pass's
+        first layers need.)"""
+        self._busy = -1
+        self._prefetch(k, ahead=self.n_slots)
+        self._upload_ready()
+
+    def _prefetch(self, k: int, ahead: int | None = None) -> None:
+        """Issue reads for the streamed layers after k (at most `ahead`, default n_slots - 1) whose slots are free."""
         n = len(self.layers)
-        for j in range(1, self.n_slots):
+        for j in range(1, 1 + (self.n_slots - 1 if ahead is None else ahead)):
             kk = (k + j) % n
             s2 = kk % self.n_slots
             if self._owner[s2] == kk:
