@@ -13,10 +13,11 @@ import pytest
 
 from hypura_hardware import fingerprint, load_or_measure, ram_info, read_cached, staleness, write_cached
 from hypura_hardware.dirs import user_cache_dir
+from hypura_hardware.profile import VERSION
 
 MiB = 1 << 20
 QUICK = {"disk_file_bytes": 8 * MiB, "disk_seconds": 0.02, "ram_bytes": 8 * MiB, "compute_seconds": 0.01,
-         "progress": False}
+         "decode_tokens": 0, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,9 @@ def test_shape_shared_with_the_planner(full):
     assert p["ram"]["total"] > 0 and 0 < p["ram"]["available"] <= p["ram"]["total"] and p["ram"]["bandwidth"] > 0
     assert p["disk"]["seq_read_bps"] > 0 and p["disk"]["rand_read_bps"] > 0 and len(p["disk"]["reads"]) == 9
     assert p["cpu"]["cores"] >= 1 and p["cpu"]["flops"] > 0
+    d = p["cpu"]["decode"]   # a real resident decode: bytes a token touched over its median time
+    assert p["cpu"]["decode_bps"] == d["bps"] == pytest.approx(d["weight_bytes"] / d["token_s"])
+    assert d["weight_bytes"] > 100e6 and 0.1e9 < d["bps"] and d["threads"] >= 1
     if p["gpu"] is None:
         assert p["upload_bps"] is None
     else:
@@ -103,7 +107,7 @@ def test_other_models_dir_is_re_measured(tmp_path, devices):
 def test_corrupt_cache_is_re_measured(tmp_path, devices):
     cache = tmp_path / "p.json"
     cache.write_text("{not json")
-    assert load_or_measure(tmp_path / "m", devices=devices, cache=cache, **QUICK)["version"] == 1
+    assert load_or_measure(tmp_path / "m", devices=devices, cache=cache, **QUICK)["version"] == VERSION
     assert read_cached(cache) is not None
 
 

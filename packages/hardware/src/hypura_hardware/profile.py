@@ -10,7 +10,8 @@ The profile is a plain dict, the shape ``hypura_placement.hardware_spec.Hardware
     ram          {total, available, physical_total, bandwidth, cgroup (None or the binding limit)}
     disk         {seq_read_bps, rand_read_bps, direct_io, path, file_bytes, reads: [per-pattern table]}
     upload_bps   host→GPU bytes/s (pinned → device memory, measured), None without a GPU
-    cpu          {cores, model, arch, flops}
+    cpu          {cores, model, arch, flops, decode_bps (weight bytes/s of a resident CPU decode; None: not
+                 measured), decode (how: decode_rate.py)}
     devices      every ggml backend device
     version, models_dir, fingerprint, measure_seconds, refreshed_at
 
@@ -33,12 +34,13 @@ from tqdm import tqdm
 
 from .devices import (list_compute_devices, measure_cpu_flops, measure_ram_bandwidth, measure_upload_bps,
                       primary_gpu, cpu_cores, cpu_model)
+from .decode_rate import measure_decode_bps
 from .dirs import default_models_dir, user_cache_dir
 from .files import write_json_atomic
 from .memory import ram_info
 from .storage import DEFAULT_FILE_BYTES, default_patterns, measure_storage
 
-VERSION = 1
+VERSION = 2   # 2: cpu.decode_bps
 MAX_AGE = 7 * 24 * 3600
 CACHE_NAME = "profile.json"
 
@@ -64,8 +66,9 @@ def _gpu_entry(devices: list[dict]) -> dict | None:
 
 def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None = None,
             progress: bool = True, disk_file_bytes: int = DEFAULT_FILE_BYTES,
-            disk_seconds: float = 0.5, ram_bytes: int = 256 << 20, compute_seconds: float = 0.3) -> dict:
-    """Measure this machine now (about 10 s) and return the profile dict.
+            disk_seconds: float = 0.5, ram_bytes: int = 256 << 20, compute_seconds: float = 0.3,
+            decode_tokens: int = 24) -> dict:
+    """Measure this machine now (about 12 s) and return the profile dict.
 
     ``devices`` defaults to the binding's device list (RuntimeError if the binding is not built);
     the other options trade accuracy for time (tests use small values).
@@ -73,7 +76,7 @@ def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None 
     start = time.perf_counter()
     models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
     patterns = default_patterns()
-    bar = tqdm(total=5 + len(patterns), desc="hypura profile", unit="step", file=sys.stderr,
+    bar = tqdm(total=6 + len(patterns), desc="hypura profile", unit="step", file=sys.stderr,
                disable=not progress, leave=False)
 
     started: list[bool] = []
@@ -94,6 +97,9 @@ def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None 
         step("cpu compute")
         cpu = {"cores": cpu_cores(), "model": cpu_model(), "arch": platform.machine(),
                "flops": measure_cpu_flops(seconds=compute_seconds)}
+        step("cpu decode")
+        decode = measure_decode_bps(tokens=decode_tokens) if decode_tokens > 0 else None   # 0: not measured
+        cpu.update(decode_bps=decode["bps"] if decode else None, decode=decode)
         disk = measure_storage(models_dir, disk_file_bytes, patterns, disk_seconds, step=step)
         step("upload")
         upload = measure_upload_bps(primary_gpu(devices))

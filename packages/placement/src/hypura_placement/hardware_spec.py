@@ -3,7 +3,8 @@
 The shape is the profile dict's (all sizes bytes, all bandwidths bytes/s)::
 
     name, gpu: None | {name, memory_total, memory_free, bandwidth}, ram: {total, available, bandwidth},
-    disk: {seq_read_bps, rand_read_bps}, upload_bps (host→GPU; None without GPU), cpu: {cores, flops},
+    disk: {seq_read_bps, rand_read_bps}, upload_bps (host→GPU; None without GPU), cpu: {cores, flops,
+    decode_bps (optional: weight bytes/s llama.cpp's CPU kernels consume in a decode, ``hypura profile``)},
     unified_memory (optional: GPU memory is carved out of RAM, as on Apple silicon)
 
 Presets (figures and sources; where a figure is an estimate it says so):
@@ -25,7 +26,8 @@ Presets (figures and sources; where a figure is an estimate it says so):
   DESIGN.md); host→device 25 GB/s for pinned copies (PCIe Gen5 x16 is 64 GB/s theoretical; DESIGN.md saw
   12 GB/s with synchronous small copies: estimate between).
 - ``cpu-2c-24g``: this development machine: no GPU (the compute tier is RAM), 24 GiB RAM at ~25 GB/s and
-  ~63 GFLOP/s f32 on 2 cores (measured with ``hypura_hardware``); disk 1 GB/s (estimate: run ``hypura profile``).
+  ~63 GFLOP/s f32 on 2 cores (measured with ``hypura_hardware``); a resident Q4_0 decode consumes weights at
+  8.8 GB/s there (``hypura_hardware.decode_rate``); disk 1 GB/s (estimate: run ``hypura profile``).
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ class HardwareSpec:
     cpu_flops: float
     gpu_flops: float | None = None
     unified_memory: bool = False
+    cpu_decode_bps: float | None = None   # measured weight bytes/s of a CPU decode; None: the RAM bandwidth bounds it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HardwareSpec:
@@ -77,7 +80,8 @@ class HardwareSpec:
                    disk_rand_read_bps=float(disk.get("rand_read_bps") or seq),
                    upload_bps=None if gpu is None else float(d.get("upload_bps") or 12e9),
                    cpu_cores=int(cpu.get("cores", 1)), cpu_flops=float(cpu.get("flops") or 50e9),
-                   gpu_flops=(g or {}).get("flops"), unified_memory=bool(d.get("unified_memory", False)))
+                   gpu_flops=(g or {}).get("flops"), unified_memory=bool(d.get("unified_memory", False)),
+                   cpu_decode_bps=float(cpu["decode_bps"]) if cpu.get("decode_bps") else None)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile-shaped dict (``from_dict`` round-trips it)."""
@@ -85,14 +89,16 @@ class HardwareSpec:
         return {"name": self.name, "gpu": gpu, "unified_memory": self.unified_memory,
                 "ram": {"total": self.ram_total, "available": self.ram_available, "bandwidth": self.ram_bandwidth},
                 "disk": {"seq_read_bps": self.disk_seq_read_bps, "rand_read_bps": self.disk_rand_read_bps},
-                "upload_bps": self.upload_bps, "cpu": {"cores": self.cpu_cores, "flops": self.cpu_flops}}
+                "upload_bps": self.upload_bps, "cpu": {"cores": self.cpu_cores, "flops": self.cpu_flops,
+                        **({"decode_bps": self.cpu_decode_bps} if self.cpu_decode_bps else {})}}
 
     @property
     def compute_bandwidth(self) -> float:
-        """Memory bandwidth of the compute device (GPU memory, or RAM without a GPU)."""
+        """The rate at which the compute device's kernels read weights in a decode: GPU memory bandwidth, or
+        without a GPU the measured CPU decode rate (``cpu.decode_bps``), else the RAM bandwidth (an upper bound)."""
         if self.gpu is not None:
             return float(self.gpu.bandwidth or ASSUMED_GPU_BANDWIDTH)
-        return self.ram_bandwidth
+        return float(self.cpu_decode_bps or self.ram_bandwidth)
 
     @property
     def compute_flops(self) -> float:
@@ -103,14 +109,15 @@ class HardwareSpec:
 
 
 def _preset(name: str, gpu: tuple[str, float, float, float] | None, ram: float, ram_bw: float, seq: float,
-            rand: float, upload: float | None, cores: int, cpu_flops: float, unified: bool = False) -> dict:
+            rand: float, upload: float | None, cores: int, cpu_flops: float, unified: bool = False,
+            decode: float | None = None) -> dict:
     g = None if gpu is None else {"name": gpu[0], "memory_total": int(gpu[1]), "memory_free": int(gpu[1]),
                                   "bandwidth": gpu[2], "flops": gpu[3]}
     avail = ram * 0.85 if unified else ram * 0.9      # what the OS and apps leave (estimate)
     return {"name": name, "gpu": g, "unified_memory": unified,
             "ram": {"total": int(ram), "available": int(avail), "bandwidth": ram_bw},
             "disk": {"seq_read_bps": seq, "rand_read_bps": rand}, "upload_bps": upload,
-            "cpu": {"cores": cores, "flops": cpu_flops}}
+            "cpu": {"cores": cores, "flops": cpu_flops, **({"decode_bps": decode} if decode else {})}}
 
 
 PRESETS: dict[str, dict] = {p["name"]: p for p in (
@@ -122,7 +129,7 @@ PRESETS: dict[str, dict] = {p["name"]: p for p in (
             6.5 * GB, 4.0 * GB, 25 * GB, 16, 1.0e12),
     _preset("h100-80g", ("NVIDIA H100 80GB HBM3", 80 * GiB, 3350 * GB, 67e12), 128 * GiB, 100 * GB,
             1.65 * GB, 1.5 * GB, 25 * GB, 16, 1.0e12),
-    _preset("cpu-2c-24g", None, 24 * GiB, 25 * GB, 1.0 * GB, 0.8 * GB, None, 2, 63e9),
+    _preset("cpu-2c-24g", None, 24 * GiB, 25 * GB, 1.0 * GB, 0.8 * GB, None, 2, 63e9, decode=8.8 * GB),
 )}
 
 

@@ -8,9 +8,15 @@ NVMe is the model file itself.
 Cost model (decode, one token). Every weight byte a token touches is read by the compute device:
 ``t_compute = max(touched / compute_bandwidth, 2 * active_params / flops)``, independent of placement.
 Weights not on the compute tier must also move each token: ``t_upload = (ram + nvme bytes) / upload_bps``
-(GPU only) and ``t_disk = nvme bytes / disk_bps``. Reads, uploads and compute are pipelined (prefetch), so
-``t = max(t_compute, t_upload, t_disk)``; the largest term is the *bottleneck* (the serial sum is reported
-too, as the pessimistic bound). A dense FFN layer that streams is read whole every token (a cyclic scan:
+(GPU only) and ``t_disk = nvme bytes / disk_bps``. Without a GPU, ``compute_bandwidth`` is the measured rate
+at which llama.cpp's CPU kernels consume weights in a decode (``cpu.decode_bps`` of ``hypura profile``, e.g. 8.8
+GB/s of Q4_0 on the 2-core box against 25 GB/s of RAM bandwidth; it predicts the resident decode of the Q4_0
+synthetic models there within 10%). Reads, uploads and compute are pipelined (prefetch), so
+``t = max(t_compute, t_upload, t_disk)``, except where they measurably are not: expert streaming on the CPU
+waits for a layer's reads after its router has chosen (``t = t_compute + t_disk``), and dense streaming's disk
+idles where compute between two streamed layers outlasts what its free slots can take (``t = max(t_compute,
+t_disk + idle)``, :func:`_disk_idle`). The largest term is the *bottleneck* (the serial sum is reported too, as
+the pessimistic bound). A dense FFN layer that streams is read whole every token (a cyclic scan:
 an LRU cache smaller than the set hits nothing). A routed-expert layer is read at ``n_used / n_expert`` of
 its bytes (uniform routing); an expert cache of capacity ``c`` experts over ``S`` streamed experts hits
 ``c / S`` (uniform routing; caches independent), so misses are ``(1 - hit)`` of the touched bytes.
@@ -23,10 +29,11 @@ embedding in RAM) goes on the compute tier with the KV cache and compute buffers
 from llama.cpp's no_alloc dry run, or the formula in :func:`estimate_overhead`). If every weight fits:
 ``full-resident``. (2) Otherwise a slot pool is reserved (a slot is the largest streamed unit, a dense
 layer's FFN or ``n_used`` experts of a layer); if even one does not fit, :class:`PlanError` gives the
-minimum. Dense streaming takes two slots when they fit — the next layer is read while the current one
-computes — and one otherwise: then reads and compute are serial and the prediction is their sum. (Two
-slots also when one would *predict* faster: the compute term is a bandwidth bound that is optimistic on
-CPUs, and on the CPU box one slot measured slower, 0.22 vs 0.26 tok/s.) The prediction is monotone
+minimum. Dense streaming takes the fewest slots (2 to ``MAX_DENSE_SLOTS``) whose prediction is within 1% of
+the fastest — a slot is a layer not resident, so more pay only where they keep the disk busy — and one only
+when two do not fit: then reads and compute are serial and the prediction is their sum. (Never one where two
+fit: on the CPU box one slot measured slower, 0.22 vs 0.26 tok/s.) On the CPU the dense layers left resident
+are spread over the depth (:func:`_spread`), so that each covers a read. The prediction is monotone
 across that step as long as reading one layer's FFN takes less than computing a token, true of every
 real model (dozens of layers). For expert streaming the pool is expert cache either way (reads follow
 the router), so steps (3)-(4) run with one slot and with two and the faster plan is kept. (3) Streamable units (a layer's dense FFN, a layer's routed experts)
@@ -51,17 +58,17 @@ is monotone; the procedure has no randomness, so the plan is deterministic.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .hardware_spec import HardwareSpec
 from .model_info import ModelInfo
 from .plan import Plan, PlanError
 from .expert_cache_model import N_UBATCH, cache_slot_bytes, hit_rates, prompt_ubatch
+from .prediction import predict
 from .roles import STREAMABLE
 
 MiB, GiB = 1 << 20, 1 << 30
-RANDOM_READ_BELOW = 1 * MiB     # experts smaller than this are read at the random-read rate
+MAX_DENSE_SLOTS = 8             # the most slots a dense plan tries (each costs a layer of resident FFN)
 
 
 def estimate_overhead(m: ModelInfo, ctx: int) -> tuple[int, int]:
@@ -213,7 +220,7 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
         for staging in ((0, n_slots * slot) if has_gpu else (0,)):   # pinned staging: one per VRAM slot
             left_r = ram_b - emb_ram - staging if has_gpu else 0
             lc, lr = left_c, left_r
-            for u in units:
+            for u in (units if has_gpu else _spread(units)):
                 if u.kind == "routed_expert":   # its share of each tier becomes expert cache (step 4)
                     u.tier = "nvme"
                 elif u.nbytes <= lc:
@@ -240,7 +247,8 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
     # resident (with the larger slot they may stream beside the experts, through the pool).
     slots = [slot] + sorted({max(u.slot for u in units if u.kind == "routed_expert")} - {slot}) if moe else [slot]
     plans, error = [], None
-    for n_slots in (2, 1) if cap_c >= minimum + slot else (1,):
+    most = min(MAX_DENSE_SLOTS, sum(u.kind == "dense_ffn" for u in units)) if not moe else 2
+    for n_slots in range(max(2, most), 0, -1) if cap_c >= minimum + slot else (1,):
         for size in slots:
             try:
                 p = place(n_slots, size)
@@ -250,11 +258,31 @@ def plan_placement(model_info: ModelInfo, hardware: HardwareSpec, gpu_budget: in
                 plans.append(p)
             except PlanError as exc:
                 error = error or exc
-        if plans and not moe:        # dense: two slots whenever they can be placed (see step 2)
+        if plans and not moe and n_slots == 2:   # dense: never one slot where two can be placed (see step 2)
             break
     if not plans:
         raise error
+    if not moe:   # dense: the fewest slots within 1% of the fastest prediction (a slot costs resident FFN)
+        best = max(p.predicted_tps for p in plans)
+        return min((p for p in plans if p.predicted_tps >= 0.99 * best), key=lambda p: p.n_slots)
     return max(plans, key=lambda p: (p.predicted_tps, p.n_slots))
+
+
+def _spread(units: list[_Unit]) -> list[_Unit]:
+    """`units` in packing order with the dense FFN layers of equal density interleaved: the first k of them in this
+    order are spread evenly over the model's depth for every k (bit-reversed rank, the van der Corput order), so
+    the layers left resident sit between streamed ones. On the CPU a resident layer's compute is as long as a
+    streamed layer's read: spread out, each one covers a read; packed at the front, the disk idles through all
+    of them once the slots are full."""
+    dense = sorted((u for u in units if u.kind == "dense_ffn"), key=lambda u: u.layer)
+    rank = {id(u): _bit_reversed(i, len(dense)) for i, u in enumerate(dense)}
+    return sorted(units, key=lambda u: (-u.density, rank.get(id(u), 0.0), u.layer, u.kind))
+
+
+def _bit_reversed(i: int, n: int) -> float:
+    """i's place in [0, 1) in the van der Corput order over n items (i's bits reversed)."""
+    bits = max(1, (n - 1).bit_length())
+    return int(format(i, f"0{bits}b")[::-1], 2) / (1 << bits)
 
 
 def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tiers: dict[str, str],
@@ -322,7 +350,7 @@ def _finish(plan: Plan, m: ModelInfo, hw: HardwareSpec, units: list[_Unit], tier
     plan.ram_bytes_per_token = int(ram_tok) if ctier == "gpu" else 0
     plan.nvme_bytes_per_token = int(nvme_tok)
     plan.touched_bytes_per_token = m.bytes_per_token()
-    _predict(plan, m, hw, ebytes)
+    predict(plan, m, hw, ebytes)
     return plan
 
 
@@ -340,19 +368,3 @@ def _layer_map(m: ModelInfo, units: list[_Unit], tensors: dict[str, str]) -> lis
         r = rows[u.layer]
         r["ffn"], r["ffn_kind"], r["ffn_bytes"] = u.tier, u.kind, r["ffn_bytes"] + u.nbytes
     return [rows[k] for k in sorted(rows)]
-
-
-def _predict(plan: Plan, m: ModelInfo, hw: HardwareSpec, ebytes: int) -> None:
-    t_mem = plan.touched_bytes_per_token / hw.compute_bandwidth
-    t_flops = 2 * m.active_params() / hw.compute_flops
-    disk_bps = hw.disk_rand_read_bps if 0 < ebytes < RANDOM_READ_BELOW else hw.disk_seq_read_bps
-    times = {"compute": max(t_mem, t_flops), "disk": plan.nvme_bytes_per_token / disk_bps}
-    if plan.compute_tier == "gpu":
-        times["upload"] = (plan.ram_bytes_per_token + plan.nvme_bytes_per_token) / (hw.upload_bps or 12e9)
-    serial = sum(times.values())
-    # one dense slot: the next layer's read waits until the current layer has computed (no overlap)
-    t = serial if plan.n_slots == 1 and plan.mode == "dense-ffn-streaming" else max(times.values())
-    plan.seconds_per_token = times
-    plan.bottleneck = max(times, key=lambda k: (times[k], k))
-    plan.predicted_tps = 1.0 / t if t > 0 else math.inf
-    plan.predicted_tps_serial = 1.0 / serial if serial > 0 else math.inf

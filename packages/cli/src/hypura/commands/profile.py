@@ -23,7 +23,9 @@ def format_profile(p: dict) -> str:
     ram, disk, cpu, gpu = p["ram"], p["disk"], p["cpu"], p["gpu"]
     limit = ram.get("cgroup")
     lines = [f"{p['name']} ({p['host']}), measured {when}",
-             f"cpu   {cpu['model']}, {cpu['cores']} cores, ~{cpu['flops'] / 1e9:.0f} GFLOP/s f32",
+             f"cpu   {cpu['model']}, {cpu['cores']} cores, ~{cpu['flops'] / 1e9:.0f} GFLOP/s f32"
+             + (f", decode reads {cpu['decode_bps'] / 1e9:.1f} GB/s of {cpu['decode']['type']} weights"
+                if cpu.get("decode_bps") else ""),
              f"ram   {ram['total'] / GiB:.1f} GiB total, {ram['available'] / GiB:.1f} GiB available, "
              f"{_gb(ram['bandwidth'])}"
              + (f" (cgroup v{limit['version']} {limit['path']}: limit {limit['limit'] / GiB:.1f} GiB)" if limit else "")]
