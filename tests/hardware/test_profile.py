@@ -16,8 +16,7 @@ from hypura_hardware.dirs import user_cache_dir
 from hypura_hardware.profile import VERSION
 
 MiB = 1 << 20
-QUICK = {"disk_file_bytes": 8 * MiB, "disk_seconds": 0.02, "ram_bytes": 8 * MiB, "compute_seconds": 0.01,
-         "decode_tokens": 0, "progress": False}
+QUICK = {"disk_file_bytes": 8 * MiB, "disk_seconds": 0.02, "ram_bytes": 8 * MiB, "compute_seconds": 0.01, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,10 @@ def full(tmp_path_factory, devices):
     """One measurement with the default settings (the real cost of `hypura profile`)."""
     root = tmp_path_factory.mktemp("profile")
     start = time.perf_counter()
-    profile = load_or_measure(root / "models", devices=devices, cache=root / "cache/profile.json", progress=False)
+    from hypura_engine.decode_rate import measure_decode_bps
+
+    profile = load_or_measure(root / "models", devices=devices, cache=root / "cache/profile.json", progress=False,
+                              decode_rate=measure_decode_bps)
     return root, profile, time.perf_counter() - start
 
 

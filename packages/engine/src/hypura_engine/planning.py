@@ -15,7 +15,9 @@ def hardware_spec():
     from hypura_hardware import load_or_measure
     from hypura_placement import HardwareSpec
 
-    return HardwareSpec.from_dict(load_or_measure(progress=False))
+    from .decode_rate import measure_decode_bps
+
+    return HardwareSpec.from_dict(load_or_measure(progress=False, decode_rate=measure_decode_bps))
 
 
 def routing_for_plan(info):

@@ -11,7 +11,7 @@ The profile is a plain dict, the shape ``hypura_placement.hardware_spec.Hardware
     disk         {seq_read_bps, rand_read_bps, direct_io, path, file_bytes, reads: [per-pattern table]}
     upload_bps   host→GPU bytes/s (pinned → device memory, measured), None without a GPU
     cpu          {cores, model, arch, flops, decode_bps (weight bytes/s of a resident CPU decode; None: not
-                 measured), decode (how: decode_rate.py)}
+                 measured), decode (how: hypura_engine.decode_rate)}
     devices      every ggml backend device
     version, models_dir, fingerprint, measure_seconds, refreshed_at
 
@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 from .devices import (list_compute_devices, measure_cpu_flops, measure_ram_bandwidth, measure_upload_bps,
                       primary_gpu, cpu_cores, cpu_model)
-from .decode_rate import measure_decode_bps
 from .dirs import default_models_dir, user_cache_dir
 from .files import write_json_atomic
 from .memory import ram_info
@@ -67,11 +66,13 @@ def _gpu_entry(devices: list[dict]) -> dict | None:
 def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None = None,
             progress: bool = True, disk_file_bytes: int = DEFAULT_FILE_BYTES,
             disk_seconds: float = 0.5, ram_bytes: int = 256 << 20, compute_seconds: float = 0.3,
-            decode_tokens: int = 24) -> dict:
+            decode_rate: Callable[[], dict] | None = None) -> dict:
     """Measure this machine now (about 12 s) and return the profile dict.
 
     ``devices`` defaults to the binding's device list (RuntimeError if the binding is not built);
-    the other options trade accuracy for time (tests use small values).
+    the other options trade accuracy for time (tests use small values). ``decode_rate`` measures how fast the
+    CPU's kernels consume weights in a decode (``{"bps", ...}``; ``hypura_engine.decode_rate``, which can build
+    and run a model: this package cannot); None leaves ``cpu.decode_bps`` unmeasured.
     """
     start = time.perf_counter()
     models_dir = Path(models_dir).expanduser() if models_dir else default_models_dir()
@@ -98,7 +99,7 @@ def measure(models_dir: Path | str | None = None, *, devices: list[dict] | None 
         cpu = {"cores": cpu_cores(), "model": cpu_model(), "arch": platform.machine(),
                "flops": measure_cpu_flops(seconds=compute_seconds)}
         step("cpu decode")
-        decode = measure_decode_bps(tokens=decode_tokens) if decode_tokens > 0 else None   # 0: not measured
+        decode = decode_rate() if decode_rate is not None else None
         cpu.update(decode_bps=decode["bps"] if decode else None, decode=decode)
         disk = measure_storage(models_dir, disk_file_bytes, patterns, disk_seconds, step=step)
         step("upload")

@@ -22,9 +22,10 @@ def load_spec(hardware: str | None):
     if hardware:
         return load_hardware(hardware), None
     try:
+        from hypura_engine.decode_rate import measure_decode_bps
         from hypura_hardware import load_or_measure
 
-        return load_hardware(load_or_measure(progress=sys.stderr.isatty())), None
+        return load_hardware(load_or_measure(progress=sys.stderr.isatty(), decode_rate=measure_decode_bps)), None
     except (ImportError, RuntimeError, OSError) as exc:
         return load_hardware(FALLBACK_PRESET), (f"this machine's hardware profile is unavailable ({exc}); "
                                                 f"planned for the preset {FALLBACK_PRESET} instead")

@@ -46,12 +46,13 @@ def format_profile(p: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print the profile, measuring it if there is no fresh cached one (or with ``--force``)."""
+    from hypura_engine.decode_rate import measure_decode_bps
     from hypura_hardware import load_or_measure
 
     models_dir = load_config(vars(args)).models_dir
     try:
         profile = load_or_measure(models_dir, force=args.force, progress=not args.quiet,
-                                  log=lambda m: print(m, file=sys.stderr))
+                                  log=lambda m: print(m, file=sys.stderr), decode_rate=measure_decode_bps)
     except RuntimeError as exc:  # the native binding is not built
         print(f"hypura profile: {exc}", file=sys.stderr)
         return 2

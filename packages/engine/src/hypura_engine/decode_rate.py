@@ -8,7 +8,8 @@ rate, so this measures it where it is defined: a small synthetic llama model (``
 120 MB, larger than any CPU cache), loaded by llama.cpp's default load (weights repacked where the CPU does that),
 decoding one token at a time on the default threads; ``bytes / median token time``.
 
-The file is written to a temporary directory and removed. About 2 s on the 2-core box.
+The file is written to a temporary directory and removed. About 2 s on the 2-core box. `hypura profile` (through
+``hypura_hardware.load_or_measure(decode_rate=...)``) stores the result as ``cpu.decode_bps``.
 """
 from __future__ import annotations
 
