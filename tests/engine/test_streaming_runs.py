@@ -100,3 +100,36 @@ def test_budget_too_small_for_one_slot_is_a_clear_error(big_dense):
     res = run_hypura("run", str(big_dense), "-p", "hi", "--ctx", "256", "--ram-budget", "20M")
     assert res.returncode == 2
     assert "too small" in res.stderr and "at least" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def untied(tmp_path_factory):
+    """A llama-shaped model with an untied 32k-row embedding (18 MB of its ~85 MB)."""
+    return write_synthetic(tmp_path_factory.mktemp("untied") / "untied.gguf", "llama3-70b", layers=6, scale=8,
+                           vocab=32000, qtype="Q4_0")
+
+
+def test_an_untied_embedding_is_computed_from_the_file_on_the_cpu(untied):
+    """Streaming on the CPU leaves the token embedding (a row a token) in the file, mapped read-only: the plan
+    gives its bytes to the FFN, the streamer maps it, and the output is still the reference's, bit for bit."""
+    resident = Runner(untied, LoadOptions(mode="resident", ctx=256))
+    try:
+        ref_toks, ref_logits = _tokens_and_logits(resident, n=8)
+    finally:
+        resident.close()
+    from hypura_engine.planning import plan_for
+    from hypura_placement import inspect_model
+
+    emb = next(t.nbytes for t in inspect_model(untied).tensors if t.name == "token_embd.weight")
+    full, _ = plan_for(untied, LoadOptions(mode="auto", ctx=256, ram_budget=64 << 30))
+    opts = LoadOptions(mode="auto", ctx=256, ram_budget=full.used("ram") - emb)
+    runner = Runner(untied, opts)
+    try:
+        assert runner.mode == "dense-stream"
+        assert runner.plan.tensors["token_embd.weight"] == "nvme"
+        toks, logits = _tokens_and_logits(runner, n=8)
+        stats = runner.stats()
+    finally:
+        runner.close()
+    assert stats["mapped_bytes"] == emb
+    assert toks == ref_toks and np.array_equal(logits, ref_logits)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from hypura_llama import BufferType, EvalFilter, LlamaModel, ModelParams
 
 from .directio import DirectReader
-from .loader import model_files
+from .loader import FileMap, OwnedLoad, model_files
 from .spec import StreamSpec
 
 
@@ -32,6 +32,7 @@ class StreamStats:
     direct_io: bool
     device: str
     streamed_ops_on_gpu: bool
+    mapped_bytes: int = 0      # tensors computed from the file's page cache (FileMap: the token embedding)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,7 @@ class Streamer(abc.ABC):
         self.layers = list(spec.layers)
         self.device = device
         self.reader = DirectReader(self.path, threads=io_threads, direct=direct_io, shards=model_files(self.path))
+        self.file_map = FileMap(self.reader)   # the spec's `mapped` tensors (closed by the streamer's close)
         self.eval_filter = eval_filter if eval_filter is not None else EvalFilter(self._on_node)
         self.rules: set[int] = set()     # the eval-filter rules this streamer added (its nodes)
         self._pos = {layer: k for k, layer in enumerate(self.layers)}   # layer -> its place in a pass
@@ -71,6 +73,12 @@ class Streamer(abc.ABC):
     @abc.abstractmethod
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         """Load the model (`params`: `model_params()` by default) with the streamed weights owned here."""
+
+    def _owned_load(self, is_streamed=None, repack: bool | None = None) -> OwnedLoad:
+        """A load of this model that leaves `is_streamed` tensors (default: the spec's) to the streamers and computes
+        the spec's `mapped` tensors from `file_map`."""
+        return OwnedLoad(self.path, self.reader, is_streamed or self.spec.is_streamed, repack=repack,
+                         mapped=self.spec.mapped if self.device is None else (), file_map=self.file_map)
 
     def _loaded(self) -> None:
         """Reads so far were loading: the run's disk figures start now."""
@@ -116,7 +124,7 @@ class Streamer(abc.ABC):
                            disk_bytes_per_token=per_token, disk_gbps=round(self.reader.gbps, 3),
                            passes=self.passes, stall_s=round(self.stall_s, 3), direct_io=self.reader.direct,
                            device=self.device.name if self.device is not None else "CPU",
-                           streamed_ops_on_gpu=on_gpu)
+                           streamed_ops_on_gpu=on_gpu, mapped_bytes=self.file_map.nbytes)
 
     @abc.abstractmethod
     def stats(self) -> dict:

@@ -85,7 +85,7 @@ class DenseStreamer(Streamer):
     # -- loading --------------------------------------------------------------------------
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
-        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed, repack=None if self.repack else False)
+        owned = self._owned_load(repack=None if self.repack else False)
         try:
             model = owned.load(params)
         finally:
@@ -334,6 +334,7 @@ class DenseStreamer(Streamer):
 
     def close(self) -> None:
         self.reader.close()
+        self.file_map.close()
         if self.pool is not None:
             self.pool.close()
             self.pool = None

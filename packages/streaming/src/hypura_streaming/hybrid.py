@@ -15,7 +15,6 @@ from hypura_llama import EvalFilter, LlamaModel, ModelParams
 from .base import Streamer
 from .dense import DenseStreamer
 from .experts import ExpertStreamer
-from .loader import OwnedLoad
 from .spec import StreamSpec
 
 
@@ -44,9 +43,8 @@ class HybridStreamer(Streamer):
 
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
-        owned = OwnedLoad(self.path, self.experts.reader,
-                          lambda n: self.experts.spec.is_streamed(n) or self.dense.spec.is_streamed(n),
-                          repack=None if self.dense.repack else False)
+        owned = self.experts._owned_load(lambda n: self.experts.spec.is_streamed(n) or self.dense.spec.is_streamed(n),
+                                         repack=None if self.dense.repack else False)
         try:
             model = owned.load(params)
         except BaseException:

@@ -18,12 +18,12 @@ import mmap
 import os
 import re
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterable
 
 from hypura_llama import BufferType, LlamaModel, ModelParams, ensure_init, ffi, lib, load_from_user
 from hypura_placement import GGUFError, RawTensor, read_header
 
-from .directio import DirectReader, StreamError, aligned_span, shard_offset
+from .directio import SHARD_SHIFT, DirectReader, StreamError, aligned_span, shard_offset
 from .repack import cpu_computes, repack_decisions, repack_overrides
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,38 @@ class AlignedBuffer:
         self.mem.close()
 
 
+class FileMap:
+    """Tensors computed straight from the model file through read-only memory maps: the token embedding on the CPU,
+    of which a token reads one row (`get_rows`), so the rows used live in the page cache (reclaimable) and the
+    rest of the matrix costs no memory. Close it after the model that points into it."""
+
+    def __init__(self, reader: DirectReader) -> None:
+        self.reader = reader
+        self._maps: list[mmap.mmap] = []
+        self._ptrs: list = []
+        self.names: list[str] = []
+        self.nbytes = 0
+
+    def point(self, tensor, name: str, offset: int, size: int) -> None:
+        """Point `tensor` at its `size` bytes at model offset `offset`, mapped read-only."""
+        shard, at = offset >> SHARD_SHIFT, offset & ((1 << SHARD_SHIFT) - 1)
+        start = at - at % mmap.ALLOCATIONGRANULARITY
+        with open(self.reader.paths[shard], "rb") as f:
+            mm = mmap.mmap(f.fileno(), at - start + size, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED, offset=start)
+        ptr = ffi.from_buffer(mm)
+        self._maps.append(mm)
+        self._ptrs.append(ptr)
+        tensor.data = ffi.cast("char *", ptr) + (at - start)
+        self.names.append(name)
+        self.nbytes += size
+
+    def close(self) -> None:
+        self._ptrs.clear()
+        for mm in self._maps:
+            mm.close()
+        self._maps.clear()
+
+
 class OwnedLoad:
     """One `init_from_user` load (`hypura_llama.load_from_user`, which calls `on_tensor` per tensor).
     `is_streamed(name)` says which tensors to leave unread; their ggml_tensor pointers are collected
@@ -161,8 +193,11 @@ class OwnedLoad:
     streamed tensors too (a streamer must then fill them through storage of that type)."""
 
     def __init__(self, path: str | os.PathLike, reader: DirectReader, is_streamed: Callable[[str], bool],
-                 repack: bool | None = None) -> None:
+                 repack: bool | None = None, mapped: Iterable[str] = (), file_map: FileMap | None = None) -> None:
         self.path = os.fspath(path)
+        self.mapped = frozenset(mapped)           # names computed from `file_map` (see FileMap), never read
+        self.file_map = file_map
+        self._to_map: list[tuple[object, TensorLocation]] = []
         self.reader = reader
         self.index = GGUFIndex(path)
         self.is_streamed = is_streamed
@@ -189,7 +224,7 @@ class OwnedLoad:
         resident_repack = {n: b for n, b in self.repack_bufts.items() if not self.is_streamed(n)}
         if resident_repack:
             params = replace(params, overrides=tuple(params.overrides) + repack_overrides(resident_repack), _keep=[])
-        resident = sum(t.size for n, t in self.index.tensors.items() if not self.is_streamed(n))
+        resident = sum(t.size for n, t in self.index.tensors.items() if not self.is_streamed(n) and n not in self.mapped)
         self._progress = tqdm(total=resident, unit="B", unit_scale=True, desc="loading resident weights",
                               disable=None, leave=False)
         try:
@@ -199,6 +234,8 @@ class OwnedLoad:
             if self._staging is not None:
                 self._staging.close()
                 self._staging = None
+        for t, info in self._to_map:
+            self.file_map.point(t, info.name, info.offset, info.size)
         if self.neutral:
             log.info("%d tensors absent from the file were given neutral values: %s", len(self.neutral),
                      ", ".join(self.neutral[:8]))
@@ -222,6 +259,9 @@ class OwnedLoad:
             raise StreamError(f"{self.path}: tensor {name} has {info.size} bytes in the file, llama.cpp expects {nbytes}")
         if self.is_streamed(name):
             self.streamed[name] = t
+            return
+        if name in self.mapped and not info.parts and name not in self.repack_bufts and self.file_map is not None:
+            self._to_map.append((t, info))
             return
         self.resident[name] = t
         if info.parts:

@@ -10,7 +10,7 @@ one directly with `StreamSpec.dense` / `StreamSpec.experts`. Streamers read noth
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from hypura_hardware.storage import ALIGN
@@ -20,6 +20,8 @@ from hypura_hardware.storage import ALIGN
 DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
 # Routed experts: the fused [*, *, n_expert] tensors of each kind and their per-expert side tensors (biases, scales).
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
+# What a CPU plan may leave in the file, computed from the page cache: the (untied) token embedding, a row a token.
+MAPPABLE = ("token_embd.weight",)
 HOST_SLOT_PAD = ALIGN   # bytes a host expert-cache slot has beyond one expert of one kind (experts/layout.py)
 STREAM_MODES = ("dense-stream", "expert-stream")
 
@@ -36,6 +38,7 @@ class StreamSpec:
     n_slots: int
     ram_layers: frozenset[int] = field(default_factory=frozenset)
     ram_slots: int = 0
+    mapped: tuple[str, ...] = ()     # tensors computed from the file's page cache on the CPU (loader.FileMap)
 
     def __post_init__(self) -> None:
         if self.mode not in STREAM_MODES:
@@ -65,6 +68,12 @@ class StreamSpec:
         compute tier plus its slot pool (unless dense layers stream through it), in experts of the plan's
         `expert_bytes` (on the CPU: host slots, page-rounded plus `HOST_SLOT_PAD` per expert tensor)."""
         path = info.path if path is None else path
+        spec = cls._from_plan(plan, info, mode, path)
+        mapped = tuple(n for n in MAPPABLE if plan.compute_tier == "ram" and plan.tensors.get(n) == "nvme")
+        return replace(spec, mapped=mapped) if mapped else spec
+
+    @classmethod
+    def _from_plan(cls, plan, info, mode: str, path) -> StreamSpec:
         nvme = plan.streamed_layers.get("nvme", [])
         ram = plan.streamed_layers.get("ram", [])
         if mode == "dense-stream":

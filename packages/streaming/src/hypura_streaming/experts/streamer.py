@@ -106,7 +106,7 @@ class ExpertStreamer(Streamer):
     # -- loading --------------------------------------------------------------------------
     def load_model(self, params: ModelParams | None = None) -> LlamaModel:
         params = params or self.model_params()
-        owned = OwnedLoad(self.path, self.reader, self.spec.is_streamed)
+        owned = self._owned_load()
         try:
             model = owned.load(params)
         except BaseException:
@@ -394,5 +394,6 @@ class ExpertStreamer(Streamer):
             self._staged = None
         self.guesses.close(self.reads)
         self.reader.close()
+        self.file_map.close()
         if self.memory is not None:
             self.memory.close()
