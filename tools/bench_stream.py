@@ -94,10 +94,11 @@ def resident_compute(model: Path, threads: int, n: int = 33, quiet_wait: float =
             "quiet_wait_s": res["quiet_wait_s"], "wall_s": res["wall_s"]}
 
 
-def plan_prediction(model: Path, budget: str, mode: str) -> dict:
-    """`hypura plan FILE --ram-budget B --ctx 512 --json` (no routing statistics, as the runs start cold)."""
+def plan_prediction(model: Path, budget: str, mode: str, routing: bool = False) -> dict:
+    """`hypura plan FILE --ram-budget B --ctx 512 --json`: without routing statistics (as the runs start cold), or
+    with those the runs recorded (`routing`: what `hypura plan` predicts for a MoE file once it has run)."""
     argv = [sys.executable, "-m", "hypura.main", "plan", str(model), "--ram-budget", budget, "--ctx", "512",
-            "--gpu-budget", "0", "--no-routing-stats", "--json"]
+            "--gpu-budget", "0", *(() if routing else ("--no-routing-stats",)), "--json"]
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
         return {"error": p.stderr.strip()[-400:]}
@@ -230,6 +231,7 @@ def main() -> int:
         print(f"round {r} disk    {before / 1e9:.3f} / {after / 1e9:.3f} GB/s before/after (O_DIRECT, 16 x 16 MiB)"
               + "".join(f"; {x}" for x in ratios), flush=True)
     summary = {name: median([x["tps"] for x in rs]) for name, rs in runs.items()}
+    routed = plan_prediction(args.model, budget, args.mode, routing=True) if args.mode == "expert-stream" else None
     hy = [x for x in runs.get("hypura", []) if x["ok"]]
     per_token = median([x.get("disk_bytes_per_token") for x in hy])
     needed = median([x.get("needed_bytes_per_token") or x.get("disk_bytes_per_token") for x in hy])
@@ -252,6 +254,9 @@ def main() -> int:
         "hypura_over_roofline": median([x.get("hypura_over_roofline") for x in hy]),
         "predicted_tps": median([x.get("predicted_tps") for x in hy]),
         "predicted_over_measured": median([x.get("predicted_over_measured") for x in hy]),
+        "plan_with_routing": routed,
+        "plan_with_routing_over_measured": (routed["predicted_tps"] / summary["hypura"] if routed and
+                                            routed.get("predicted_tps") and summary.get("hypura") else None),
         "llama_best": max(((k, v) for k, v in summary.items() if k in ("mmap", "mmap-nr", "dio") and v),
                           key=lambda kv: kv[1], default=(None, None)),
     }
@@ -264,7 +269,7 @@ def main() -> int:
         result["prefetch"] = hy[-1].get("prefetch")
     print(json.dumps({k: result.get(k) for k in ("median_tps", "physical_limit_tps", "hypura_over_limit", "over_limit",
                                                  "roofline_tps", "hypura_over_roofline", "t_disk_s", "predicted_tps",
-                                                 "predicted_over_measured", "llama_best", "defaults_over_hypura",
+                                                 "predicted_over_measured", "plan_with_routing_over_measured", "llama_best", "defaults_over_hypura",
                                                  "hypura_over_llama", "hypura_disk_bytes_per_token",
                                                  "hypura_needed_bytes_per_token", "expert_cache_hit_rate",
                                                  "io_saved_fraction", "prefetch", "routing")}, indent=1))
