@@ -28,6 +28,17 @@ def resident(default_model):
     return reference_greedy(default_model, n=N, ubatch=512, n_ctx=256, prompt=PROMPT)
 
 
+def _streamed(st):
+    """Load `st`'s model, greedy-decode through its filter; (tokens, logits, stats), everything closed."""
+    model = st.load_model()
+    try:
+        toks, logits = _greedy(model, st.eval_filter)
+        return toks, logits, st.stats()
+    finally:
+        model.close()
+        st.close()
+
+
 def _owned(path, repack=None):
     reader = DirectReader(path)
     load = OwnedLoad(path, reader, lambda name: False, repack=repack)
@@ -95,14 +106,7 @@ def test_a_slot_takes_the_next_read_as_soon_as_its_layer_has_computed(default_mo
     the output head computes; before, the first layer of every pass was read with nothing to overlap. With
     resident layers between streamed ones, each streamed layer's slot is refilled during them. Every use of a
     layer but the very first is then a prefetch hit, and the output is still the reference's."""
-    st = DenseStreamer(StreamSpec.dense(default_model, layers, slots))
-    model = st.load_model()
-    try:
-        toks, logits = _greedy(model, st.eval_filter)
-        stats = st.stats()
-    finally:
-        model.close()
-        st.close()
+    toks, logits, stats = _streamed(DenseStreamer(StreamSpec.dense(default_model, layers, slots)))
     assert toks == resident[0] and np.array_equal(logits, resident[1])
     assert stats["prefetch_hits"] == stats["passes"] * len(layers) - 1
 
@@ -110,14 +114,7 @@ def test_a_slot_takes_the_next_read_as_soon_as_its_layer_has_computed(default_mo
 @pytest.mark.skipif(not cpu_computes(), reason="repacking is what the CPU does")
 def test_negative_control_streaming_without_repacking_differs(default_model, resident):
     """With the repack overrides disabled (the loader of before), the comparison must notice."""
-    st = DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2), repack=False)
-    model = st.load_model()
-    try:
-        _, logits = _greedy(model, st.eval_filter)
-        stats = st.stats()
-    finally:
-        model.close()
-        st.close()
+    _, logits, stats = _streamed(DenseStreamer(StreamSpec.dense(default_model, range(0, 18), 2), repack=False))
     assert stats["bytes_repacked"] == 0
     assert not np.array_equal(logits, resident[1])
 

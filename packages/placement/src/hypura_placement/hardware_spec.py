@@ -27,7 +27,7 @@ Presets (figures and sources; where a figure is an estimate it says so):
   12 GB/s with synchronous small copies: estimate between).
 - ``cpu-2c-24g``: this development machine: no GPU (the compute tier is RAM), 24 GiB RAM at ~25 GB/s and
   ~63 GFLOP/s f32 on 2 cores (measured with ``hypura_hardware``); a resident Q4_0 decode consumes weights at
-  8.8 GB/s there (``hypura_hardware.decode_rate``); disk 1 GB/s (estimate: run ``hypura profile``).
+  8.8 GB/s there (``hypura_engine.decode_rate``); disk 1 GB/s (estimate: run ``hypura profile``).
 """
 from __future__ import annotations
 

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from hypura_hardware.storage import ALIGN
+from hypura_placement.planner import FILE_EMBEDDING
 
 # Streamed dense FFN weights: the matrices. Their small biases/scales stay resident with the layer (on a
 # GPU a bias left in host memory would pull its matmul onto the CPU).
 DENSE_FFN = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)\.weight$")
 # Routed experts: the fused [*, *, n_expert] tensors of each kind and their per-expert side tensors (biases, scales).
 EXPS = re.compile(r"^blk\.(\d+)\.ffn_(gate|up|down|gate_up)_exps\.(\w+)$")
-# What a CPU plan may leave in the file, computed from the page cache: the (untied) token embedding, a row a token.
-MAPPABLE = ("token_embd.weight",)
 HOST_SLOT_PAD = ALIGN   # bytes a host expert-cache slot has beyond one expert of one kind (experts/layout.py)
 STREAM_MODES = ("dense-stream", "expert-stream")
 
@@ -69,7 +68,8 @@ class StreamSpec:
         `expert_bytes` (on the CPU: host slots, page-rounded plus `HOST_SLOT_PAD` per expert tensor)."""
         path = info.path if path is None else path
         spec = cls._from_plan(plan, info, mode, path)
-        mapped = tuple(n for n in MAPPABLE if plan.compute_tier == "ram" and plan.tensors.get(n) == "nvme")
+        # what a CPU plan leaves in the file, computed from the page cache (the untied token embedding, a row a token)
+        mapped = tuple(n for n in (FILE_EMBEDDING,) if plan.compute_tier == "ram" and plan.tensors.get(n) == "nvme")
         return replace(spec, mapped=mapped) if mapped else spec
 
     @classmethod
