@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -193,7 +194,9 @@ def test_expert_cache_hit_rates_per_layer_reach_the_page(expert_server, tmp_path
     assert 0 < m["expert_cache_hit_rate"] < 1 and m["last_eval_tps"] > 0
     status, _, svg = srv.request("GET", "/api/hypura/tiers.svg?model=tinymix:latest")
     assert status == 200 and svg.count(b'class="hit"') == 2
-    assert svg.count(b'tier-nvme" data-layer=') == 2 and b'data-part="ffn"' in svg   # the experts stream
+    streamed = re.findall(rb'tier-nvme" data-layer="(\w+)" data-part="(\w+)"', svg)
+    assert (b"0", b"ffn") in streamed and (b"1", b"ffn") in streamed           # the experts stream
+    assert {part for _, part in streamed} <= {b"ffn", b"embedding"}            # CPU plans map an untied embedding
     dom = chromium(str(tmp_path / "profile"), "--dump-dom", "--virtual-time-budget=3000", srv.url + "/").stdout
     assert dom.count('class="hit"') == 2 and pct_text(m["expert_cache_hit_rate"]) in dom
 
