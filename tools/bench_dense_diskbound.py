@@ -25,30 +25,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from benchlib import Cgroup  # noqa: E402
-
-BLKIO = Path("/sys/fs/cgroup/blkio")
-DEFAULT_CONFIGS = ("resident,resident-norepack,stream:0.3,stream:0.6,stream:1.0,stream-norepack:0.6,"
-                   "stream:0.6@800M,stream:0.6@400M,stream:0.6@200M")
-
-
-class ReadThrottle(Cgroup):
-    """A cgroup-v1 blkio cgroup whose reads from the model file's block device are limited to `bps`."""
-
-    def __init__(self, path: Path, bps: int) -> None:
-        st = os.stat(path)
-        dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-        self.path = BLKIO / f"hypura-bench-{uuid.uuid4().hex[:8]}"
-        self.path.mkdir()
-        (self.path / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps}\n")
-
+from benchlib import ReadThrottle  # noqa: E402
 
 def parse_config(text: str) -> tuple[str, float, int | None]:
     from hypura_placement import parse_size

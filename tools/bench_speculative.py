@@ -31,7 +31,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-from benchlib import disk_bandwidth  # noqa: E402
+from benchlib import ReadThrottle, disk_bandwidth  # noqa: E402
 
 ALL_PROMPTS = json.loads((ROOT / "tools" / "speculative_prompts.json").read_text())
 PROMPTS = [p for p in ALL_PROMPTS if p["kind"] != "free"]   # the 24 of the issue: text the answer reuses
@@ -266,13 +266,30 @@ def main() -> int:
     ap.add_argument("--sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1, 2, 4, 8, 16])
     ap.add_argument("--draft", default="ngram", help="the draft of the '+ngram' configurations (ngram or a GGUF)")
     ap.add_argument("--temp", type=float, default=0.0, help="temperature (default 0: greedy)")
+    ap.add_argument("--throttle", default=None,
+                    help="default run: limit this process's reads of the model's disk to RATE (cgroup-v1 blkio, "
+                         "e.g. 400M): a slower disk, where plain streaming is disk-bound")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     TEMP["t"] = a.temp
     if a.tk_child:
         print(json.dumps(pass_costs(a)))
         return 0
-    result = main_tk(a) if a.tk else main_identity(a) if a.identity else main_speed(a)
+    throttle = None
+    if a.throttle and not (a.tk or a.identity):
+        from hypura_engine import default_model_path
+        from hypura_placement import parse_size
+
+        throttle = ReadThrottle(Path(a.model) if a.model else default_model_path(), parse_size(a.throttle))
+        throttle.join()
+    try:
+        result = main_tk(a) if a.tk else main_identity(a) if a.identity else main_speed(a)
+    finally:
+        if throttle is not None:
+            throttle.leave()
+            throttle.close()
+    if throttle is not None:
+        result["throttle_Bps"] = parse_size(a.throttle)
     text = json.dumps(result, indent=1)
     if a.out:
         a.out.write_text(text + "\n")

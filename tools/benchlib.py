@@ -33,6 +33,28 @@ class Cgroup:
                 time.sleep(0.1)
 
 
+BLKIO = Path("/sys/fs/cgroup/blkio")
+
+
+class ReadThrottle(Cgroup):
+    """A cgroup-v1 blkio cgroup whose reads from the block device holding `path` are limited to `bps`
+    (what a slower disk would give: direct and synchronous reads are throttled)."""
+
+    def __init__(self, path: Path, bps: int) -> None:
+        st = os.stat(path)
+        dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        self.path = BLKIO / f"hypura-bench-{uuid.uuid4().hex[:8]}"
+        self.path.mkdir()
+        (self.path / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps}\n")
+
+    def join(self) -> None:
+        """Move this whole process (every thread) into the throttle."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def leave(self) -> None:
+        (BLKIO / "cgroup.procs").write_text(str(os.getpid()))
+
+
 class MemoryCap(Cgroup):
     """A cgroup (v2 `memory.max` or v1 `memory.limit_in_bytes`) that commands can be run inside."""
 

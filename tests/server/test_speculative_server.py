@@ -108,3 +108,29 @@ def test_the_configuration_files_draft_table_reaches_the_settings(tmp_path):
     assert settings.draft_max == 2 and cfg.sources["draft"] == "flag --draft"
     with pytest.raises(ValueError, match="draft"):
         load_config({"draft": ["gemma3="]}, env={}, path=path)
+
+
+def test_the_openai_usage_says_what_the_draft_did(server, drafted):
+    """The real `openai` client: /v1/chat/completions with a draft gives the plain server's text, its usage
+    carries OpenAI's own Predicted Outputs counts (drafted tokens accepted / rejected by the target) and the
+    whole report; streamed with include_usage, the usage chunk carries them too."""
+    import openai
+
+    def client(srv):
+        return openai.OpenAI(base_url=srv.url + "/v1", api_key="hypura", timeout=120, max_retries=0)
+
+    msgs = [{"role": "user", "content": PROMPT}]
+    r = client(drafted).chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, temperature=0)
+    ref = client(server).chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, temperature=0)
+    assert r.choices[0].message.content == ref.choices[0].message.content
+    details, spec = r.usage.completion_tokens_details, r.usage.model_extra["speculative"]
+    assert details.accepted_prediction_tokens == spec["accepted"] > 0
+    assert details.rejected_prediction_tokens == spec["drafted"] - spec["accepted"] >= 0
+    assert spec["tokens_per_pass"] > 1 and (ref.usage.completion_tokens_details is None
+                                            or not ref.usage.completion_tokens_details.accepted_prediction_tokens)
+    chunks = list(client(drafted).chat.completions.create(model=MODEL, messages=msgs, max_tokens=40, temperature=0,
+                                                          stream=True, stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+    # (the depth follows measured pass times, so another request may draft differently: its own counts agree)
+    assert usage.completion_tokens_details.accepted_prediction_tokens == usage.model_extra["speculative"]["accepted"]

@@ -115,10 +115,19 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done) -> dict[str, Any]:
+    """OpenAI's usage; with a draft, its Predicted Outputs counts say what the draft did (drafted tokens the
+    target accepted and rejected), and ``speculative`` carries the whole report, as Ollama's final chunk does."""
     r = done.result
-    return {"prompt_tokens": r.prompt_total, "completion_tokens": r.eval_tokens,
-            "total_tokens": r.prompt_total + r.eval_tokens}
+    out: dict[str, Any] = {"prompt_tokens": r.prompt_total, "completion_tokens": r.eval_tokens,
+                           "total_tokens": r.prompt_total + r.eval_tokens}
+    spec = r.speculative
+    if spec is not None:
+        accepted = int(spec.get("accepted", 0))
+        out["completion_tokens_details"] = {"accepted_prediction_tokens": accepted,
+                                            "rejected_prediction_tokens": int(spec.get("drafted", 0)) - accepted}
+        out["speculative"] = spec
+    return out
 
 
 def _oa_calls(calls: list[dict[str, Any]] | None, stream: bool = False) -> list[dict[str, Any]]:
