@@ -136,3 +136,17 @@ def test_sampling_with_a_model_draft_keeps_the_targets_joint_distribution(models
     assert counts[-1] == 0                              # nothing outside the target's candidates
     assert drafted > accepted > drafted // 4            # both the acceptance and the residual path ran
     assert chi2_ok(counts[:-1], np.array(list(joint.values())))
+
+
+def test_top_k_ids_are_the_k_largest_on_vocabulary_rows_with_ties_and_infinities():
+    from hypura_engine.spec_sampling import top_k_ids
+
+    rng = np.random.default_rng(7)
+    for n, k in ((262144, 40), (262144, 1), (151936, 64), (32000, 40), (1000, 40), (300, 200)):
+        for row in (rng.standard_normal(n, dtype=np.float32),
+                    np.round(rng.standard_normal(n) * 4).astype(np.float32),       # many ties
+                    np.where(rng.random(n) < 0.99, -np.inf, rng.standard_normal(n)).astype(np.float32)):
+            ids = top_k_ids(row, k)
+            assert len(ids) == k == len(set(ids.tolist()))
+            kth = np.sort(row)[n - k]
+            assert (row[ids] >= kth).all() and np.count_nonzero(row > kth) <= k

@@ -32,10 +32,7 @@ def distribution(logits: np.ndarray, s: SamplingOptions) -> Distribution:
     left (as llama.cpp's chain computes them, before the temperature), then the temperature."""
     x = np.asarray(logits)                                  # float32: no copy of a 262k-entry row
     n = x.shape[0]
-    if 0 < s.top_k < n:
-        ids = np.argpartition(x, n - s.top_k)[n - s.top_k:]
-    else:
-        ids = np.arange(n)
+    ids = top_k_ids(x, s.top_k) if 0 < s.top_k < n else np.arange(n)
     lg = x[ids].astype(np.float64)
     order = np.lexsort((ids, -lg))                          # descending logit, ties by id
     ids, lg = ids[order], lg[order]
@@ -51,6 +48,21 @@ def distribution(logits: np.ndarray, s: SamplingOptions) -> Distribution:
     w = np.exp((lg - lg[0]) / s.temperature)
     order = np.argsort(ids)
     return ids[order], w[order] / w.sum()
+
+
+def top_k_ids(x: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+    """The ids of the `k` largest entries of `x` (in no order; which of several equal values at the k-th place
+    is kept is unspecified). For a vocabulary-sized row: the k-th largest of the blocks' maxima bounds the
+    k-th largest entry from below, so only the few entries at or above it are partitioned (0.3 ms → ~0.05 ms
+    on 262k logits: a token's sampling cost next to a 20 ms pass)."""
+    n = x.shape[0]
+    nb = n // block
+    if nb > 4 * k:
+        maxima = x[:nb * block].reshape(nb, block).max(axis=1)
+        bound = np.partition(maxima, nb - k)[nb - k]        # >= k entries of x are at least this
+        cand = np.flatnonzero(x >= bound)
+        return cand[np.argpartition(x[cand], len(cand) - k)[len(cand) - k:]]
+    return np.argpartition(x, n - k)[n - k:]
 
 
 def _rng(seed: int, pos: int, purpose: int) -> np.random.Generator:
