@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab", type=int, help="vocabulary size (default: the preset's; at least 300)")
     p.add_argument("--skew", type=float, default=0.0,
                    help="share of router selections aimed at the hottest 10%% of experts (0 = uniform) [0]")
+    p.add_argument("--residual", type=float, default=1.0,
+                   help="RMS gain of the projections into the residual stream (attention output, FFN down): "
+                        "below 1 the hidden state changes little per layer, as in trained models, and the next "
+                        "layer's routing is predictable from this layer's [1]")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same file) [0]")
     p.add_argument("--header-only", action="store_true",
                    help="write the tensor table without data (marked hypura.header_only = true): for planning")
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         out = write_synthetic(a.output, a.preset, layers=a.layers, scale=a.scale, experts=a.experts,
                               experts_used=a.experts_used, vocab=a.vocab, dense_lead=a.dense_lead, qtype=a.qtype,
-                              header_only=a.header_only, skew=a.skew, seed=a.seed, progress=not a.quiet)
+                              header_only=a.header_only, skew=a.skew, residual=a.residual, seed=a.seed, progress=not a.quiet)
     except (ValueError, LookupError, OSError) as exc:
         print(f"make_synthetic.py: {exc}", file=sys.stderr)
         return 2

@@ -73,6 +73,30 @@ def test_routing_skew_knob(synthetic):
     assert hot[top].mean() == pytest.approx(share, abs=0.05)                  # the file's router really skews
 
 
+def test_residual_knob_scales_only_what_writes_into_the_residual_stream(synthetic):
+    """--residual G: attention output and (expert) down projections have G times the RMS, every other weight is
+    the default file's; G = 1 writes the same bytes as before the knob existed (same seed, same file)."""
+    kw = dict(layers=2, scale=8, experts=128, vocab=512, skew=0.8)
+    base, same, small = (synthetic("qwen3-30b-a3b", **kw), synthetic("qwen3-30b-a3b", residual=1.0, **kw),
+                         synthetic("qwen3-30b-a3b", residual=0.05, **kw))
+    assert hashlib.sha256(base.read_bytes()).digest() == hashlib.sha256(same.read_bytes()).digest()
+
+    def rms(path):
+        return {t.name: float(np.sqrt(np.mean(dequantize(t.data, t.tensor_type).astype(np.float64) ** 2)))
+                for t in GGUFReader(path).tensors if t.name.startswith("blk.1.") and t.name.endswith(".weight")
+                and t.tensor_type.name == "Q4_0"}
+    b, s = rms(base), rms(small)
+    for name in b:
+        ratio = s[name] / b[name]
+        if name.split(".")[2] in ("attn_output", "ffn_down_exps"):
+            assert ratio == pytest.approx(0.05, rel=0.1), name
+        else:
+            assert ratio == pytest.approx(1.0, rel=1e-6), name
+    assert {"blk.1.attn_output.weight", "blk.1.ffn_down_exps.weight", "blk.1.attn_q.weight"} <= set(b)
+    with pytest.raises(ValueError, match="residual"):
+        synthetic("qwen3-30b-a3b", residual=0.0, **kw)
+
+
 def test_vocabulary_is_consistent():
     tokens, merges, types = build_vocab(1000)
     assert len(tokens) == len(types) == 1000 and len(set(tokens)) == 1000

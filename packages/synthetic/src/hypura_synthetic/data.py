@@ -36,9 +36,10 @@ def weight_std(row: int) -> float:
     return 1.0 / math.sqrt(row)
 
 
-def quant_chunks(qtype: Q, n_elements: int, row: int, rng: np.random.Generator):
-    """Yield byte chunks (memoryviews) of ``n_elements`` random weights of ``qtype`` (Q4_0 / Q8_0 / F16)."""
-    std = weight_std(row)
+def quant_chunks(qtype: Q, n_elements: int, row: int, rng: np.random.Generator, gain: float = 1.0):
+    """Yield byte chunks (memoryviews) of ``n_elements`` random weights of ``qtype`` (Q4_0 / Q8_0 / F16), their
+    RMS ``gain`` × weight_std(row)."""
+    std = weight_std(row) * gain
     if qtype == Q.F16:
         e = math.floor(math.log2(std / 1.53))               # RMS of U[1,2) is ~1.53
         fixed = _f16_bits(2.0 ** e) & 0x7C00

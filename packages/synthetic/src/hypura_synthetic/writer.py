@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +58,16 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
                     scale: int = 1, experts: int | None = None, experts_used: int | None = None,
                     vocab: int | None = None, dense_lead: int | None = None, align: int | None = None,
                     qtype: str = "Q4_0",
-                    header_only: bool = False, skew: float = 0.0, seed: int = 0, progress: bool = False) -> Path:
+                    header_only: bool = False, skew: float = 0.0, residual: float = 1.0, seed: int = 0,
+                    progress: bool = False) -> Path:
     """Write a random-weight GGUF of ``preset`` (name or :class:`ArchShape`) scaled by the keyword arguments.
 
     ``qtype``: F16, Q8_0 or Q4_0. ``skew``: share of router selections aimed at the hottest 10% of experts
-    (0 = uniform routing; 0.8 = ~80% where top-k allows). ``seed`` makes the file reproducible.
+    (0 = uniform routing; 0.8 = ~80% where top-k allows). ``residual``: RMS gain of the projections that write
+    into the residual stream (attention output, FFN and expert down); 1 keeps every sublayer's output as large as
+    its input, so a token's hidden state — and its routing — changes wholly from layer to layer; below 1 the
+    residual stream dominates, as in trained models, where the next layer's router applied to this layer's
+    hidden state predicts most of its choices. ``seed`` makes the file reproducible.
     Returns the path. The data is generated and written chunk by chunk: memory stays bounded.
     """
     shape = get_preset(preset) if isinstance(preset, str) else preset
@@ -69,6 +75,8 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
                          dense_lead=dense_lead, align=align)
     if qtype not in QTYPES:
         raise ValueError(f"unknown type {qtype!r}: one of {', '.join(QTYPES)}")
+    if not 0.0 < residual <= 4.0:
+        raise ValueError(f"residual gain {residual} outside (0, 4]")
     q = QTYPES[qtype]
     path = Path(path)
     specs = tensor_specs(shape)
@@ -85,6 +93,8 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
         w.add_float32("hypura.synthetic.skew", float(skew))
         w.add_float32("hypura.synthetic.router_gain", float(gain))
         w.add_float32("hypura.synthetic.hot_share_gaussian", float(share))
+    if residual != 1.0:
+        w.add_float32("hypura.synthetic.residual_gain", float(residual))
     if header_only:
         w.add_bool(HEADER_ONLY_KEY, True)
     types = [_type_of(s, q) for s in specs]
@@ -95,7 +105,7 @@ def write_synthetic(path: str | os.PathLike, preset: str | ArchShape, *, layers:
     w.write_ti_data_to_file()
     try:
         if not header_only:
-            _write_data(w, specs, types, shape, gain, seed, progress)
+            _write_data(w, specs, types, shape, gain, seed, progress, residual)
     finally:
         w.close()
     return path
@@ -110,8 +120,11 @@ def _ahead(chunks: Iterator[memoryview]) -> Iterator[memoryview]:
             yield chunk
 
 
+RESIDUAL_WRITERS = re.compile(r"\.(attn_output|ffn_down|ffn_down_exps|ffn_down_shexp)\.weight$")
+
+
 def _write_data(w: GGUFWriter, specs: list[TensorSpec], types: list[Q], shape: ArchShape, gain: float,
-                seed: int, progress: bool) -> None:
+                seed: int, progress: bool, residual: float = 1.0) -> None:
     fout = w.fout[0]
     align = w.data_alignment
     total = sum(_nbytes(s.shape, t) for s, t in zip(specs, types))
@@ -128,7 +141,8 @@ def _write_data(w: GGUFWriter, specs: list[TensorSpec], types: list[Q], shape: A
                 fout.write(data)
                 bar.update(len(data))
                 continue
-            for chunk in _ahead(quant_chunks(t, math.prod(s.shape), s.shape[0], rng)):
+            g = residual if RESIDUAL_WRITERS.search(s.name) else 1.0
+            for chunk in _ahead(quant_chunks(t, math.prod(s.shape), s.shape[0], rng, g)):
                 fout.write(chunk)
                 bar.update(chunk.nbytes)
         fout.write(b"\0" * (-fout.tell() % align))
