@@ -60,6 +60,8 @@ def test_shape_shared_with_the_planner(full):
     d = p["cpu"]["decode"]   # a real resident decode: bytes a token touched over its median time
     assert p["cpu"]["decode_bps"] == d["bps"] == pytest.approx(d["weight_bytes"] / d["token_s"])
     assert d["weight_bytes"] > 100e6 and 0.1e9 < d["bps"] and d["threads"] >= 1
+    if d["llc_bytes"] and d["layers"] < 48 and p["ram"]["available"] > 16 * d["llc_bytes"]:
+        assert d["weight_bytes"] >= 1.5 * d["llc_bytes"]            # the kernels' rate, not the cache's
     if p["gpu"] is None:
         assert p["upload_bps"] is None
     else:
@@ -139,3 +141,14 @@ def test_cli_profile_json_uses_the_cache(full):
     text = subprocess.run([sys.executable, "-m", "hypura.commands.profile", "-q"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "sequential" in text.stdout and "cores" in text.stdout
+
+
+def test_the_decode_rate_model_outgrows_the_last_level_cache():
+    """The kernels' rate is measured on weights the CPU cache cannot hold (a VM may report its host's 480 MiB
+    L3), within a quarter of the available RAM."""
+    from hypura_engine.decode_rate import LAYER_BYTES, MAX_LAYERS, SHAPE, layers_for
+
+    assert layers_for(None) == layers_for(8 << 20) == SHAPE["layers"]
+    assert layers_for(480 << 20) * LAYER_BYTES >= 1.5 * (480 << 20) and layers_for(480 << 20) <= MAX_LAYERS
+    assert layers_for(480 << 20, available_bytes=1 << 30) * LAYER_BYTES <= (1 << 30) // 4 + SHAPE["layers"] * LAYER_BYTES
+    assert layers_for(64 << 30) == MAX_LAYERS

@@ -91,6 +91,32 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
+def last_level_cache_bytes() -> int | None:
+    """Size of the CPU's largest (last-level) cache in bytes, None where the OS does not say. Linux: sysfs
+    (``/sys/devices/system/cpu/cpu0/cache/index*/size``; in a VM, what the hypervisor reports: a host's whole L3
+    can be 480 MiB); macOS: ``sysctl hw.l3cachesize`` / ``hw.l2cachesize``."""
+    sizes = []
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            text = (d / "size").read_text().strip().upper()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        digits = text.rstrip("KMG")
+        if digits.isdigit():
+            sizes.append(int(digits) * unit)
+    if not sizes and sys.platform == "darwin":
+        for key in ("hw.l3cachesize", "hw.l2cachesize"):
+            try:
+                out = subprocess.run(["sysctl", "-n", key], capture_output=True, text=True, timeout=5).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if out.isdigit() and int(out) > 0:
+                sizes.append(int(out))
+                break
+    return max(sizes) if sizes else None
+
+
 def measure_ram_bandwidth(nbytes: int = 256 << 20, repeats: int = 5) -> float:
     """Host memory bandwidth in bytes/s: best of ``repeats`` numpy copies, counting read + write."""
     src = np.ones(nbytes // 8, dtype=np.float64)
