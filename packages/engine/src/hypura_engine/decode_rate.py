@@ -11,8 +11,9 @@ cache's: a VM can report (and share) its host's whole L3 — 480 MiB on the 2-co
 17.8 GB/s and 1.2 GB gave 9.2, what a 4.6 GB MoE's resident decode runs at. So the model has 4 layers (120 MB)
 or as many more as 1.5 × the last-level cache takes (``hypura_hardware.last_level_cache_bytes``), at most 48.
 
-The file is written to a temporary directory and removed. About 1 s, or 5 s with a 480 MiB L3, on the 2-core box. `hypura profile` (through
-``hypura_hardware.load_or_measure(decode_rate=...)``) stores the result as ``cpu.decode_bps``.
+The file is written to a temporary directory and removed. About 1 s, or 5 s with a 480 MiB L3, on the 2-core
+box. `hypura profile` (through ``hypura_hardware.load_or_measure(decode_rate=...)``) stores the result as
+``cpu.decode_bps``.
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def layers_for(llc_bytes: int | None, available_bytes: int | None = None) -> int
 
 def measure_decode_bps(tokens: int = 24, warmup: int = 4, n_threads: int = 0, workdir: Path | None = None) -> dict:
     """Decode ``tokens`` single tokens of a resident synthetic Q4_0 llama model; returns
-    ``{"bps", "type", "weight_bytes", "token_s", "threads", "layers", "llc_bytes"}`` where ``bps`` = weight bytes a token touches ÷ the
-    median token time. Raises RuntimeError when the binding is not built."""
+    ``{"bps", "type", "weight_bytes", "token_s", "threads", "layers", "llc_bytes"}`` where ``bps`` = weight bytes
+    a token touches ÷ the median token time. Raises RuntimeError when the binding is not built."""
     try:
         from hypura_llama import ContextParams, LlamaContext, LlamaModel, ModelParams, default_threads
         from hypura_hardware import last_level_cache_bytes, ram_info
