@@ -134,3 +134,23 @@ def test_the_openai_usage_says_what_the_draft_did(server, drafted):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
     # (the depth follows measured pass times, so another request may draft differently: its own counts agree)
     assert usage.completion_tokens_details.accepted_prediction_tokens == usage.model_extra["speculative"]["accepted"]
+
+
+def test_a_client_that_disconnects_mid_draft_frees_the_model(server, drafted):
+    """A streaming client that goes away while drafts are being verified frees the model at once, as without a
+    draft: the next request is served at once, with the plain server's text and its own draft report."""
+    import socket
+    import time
+
+    _generate(drafted, num_predict=2)                          # loaded
+    sock = socket.create_connection((drafted.host, drafted.port))
+    body = json.dumps({"model": MODEL, "prompt": PROMPT, "options": {"temperature": 0, "num_predict": 100000}}).encode()
+    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert b"HTTP/1.1 200" in sock.recv(4096)                  # streaming has begun
+    sock.close()
+    t0 = time.perf_counter()
+    text, last = _generate(drafted, num_predict=24)
+    assert time.perf_counter() - t0 < 3.0                      # the abandoned one (~1000 tokens) was cancelled
+    ref_text, _ = _generate(server, num_predict=24)
+    assert text == ref_text and last["speculative"]["passes"] >= 1 and "off_reason" not in last["speculative"]
