@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from benchlib import ReadThrottle  # noqa: E402
 
+DEFAULT_CONFIGS = ("resident,resident-norepack,stream:0.3,stream:0.6,stream:1.0,stream-norepack:0.6,"
+                   "stream:0.6@800M,stream:0.6@400M,stream:0.6@200M")
+
+
 def parse_config(text: str) -> tuple[str, float, int | None]:
     from hypura_placement import parse_size
 

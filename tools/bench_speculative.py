@@ -289,7 +289,7 @@ def main() -> int:
             throttle.leave()
             throttle.close()
     if throttle is not None:
-        result["throttle_Bps"] = parse_size(a.throttle)
+        result["throttle_Bps"] = throttle.bps
     text = json.dumps(result, indent=1)
     if a.out:
         a.out.write_text(text + "\n")

@@ -43,6 +43,7 @@ class ReadThrottle(Cgroup):
     def __init__(self, path: Path, bps: int) -> None:
         st = os.stat(path)
         dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+        self.bps = int(bps)
         self.path = BLKIO / f"hypura-bench-{uuid.uuid4().hex[:8]}"
         self.path.mkdir()
         (self.path / "blkio.throttle.read_bps_device").write_text(f"{dev} {bps}\n")

@@ -69,8 +69,8 @@ class StreamSpec:
         path = info.path if path is None else path
         spec = cls._from_plan(plan, info, mode, path)
         # what a CPU plan leaves in the file, computed from the page cache (the untied token embedding, a row a token)
-        mapped = tuple(n for n in (FILE_EMBEDDING,) if plan.compute_tier == "ram" and plan.tensors.get(n) == "nvme")
-        return replace(spec, mapped=mapped) if mapped else spec
+        mapped = plan.compute_tier == "ram" and plan.tensors.get(FILE_EMBEDDING) == "nvme"
+        return replace(spec, mapped=(FILE_EMBEDDING,)) if mapped else spec
 
     @classmethod
     def _from_plan(cls, plan, info, mode: str, path) -> StreamSpec:
