@@ -328,7 +328,7 @@ class ExpertStreamer(Streamer):
             return
         topk = TopK(node)
         chosen = topk.chosen(layer, self.n_expert)
-        self.routing[layer].update(topk.ids.ravel().tolist())
+        self.routing[layer].update(topk.flat)
         reads, kinds = self.reads, self.layout.kinds
         guessed_futs, guessed_slots = self.guesses.settle(layer, set(chosen), self._pass_is_decode, reads, self.cache)
         used_before = self.cache.stats.prefetched
