@@ -81,6 +81,17 @@ def warm_page_cache(path: Path, block: int = 16 << 20) -> None:
             pass
 
 
+def token_ms(res: dict, t_compute: float) -> dict | None:
+    """Where a decoded token's time went (ms): the resident file's compute, the waits for reads, the decode
+    thread's own Python at the splits, and the rest (splits, the reads' CPU time beside compute, sampling)."""
+    passes = res.get("decode_passes")
+    if not passes or "decode_callback_s" not in res or not res.get("tps"):
+        return None
+    total, stall, py = 1e3 / res["tps"], 1e3 * res["decode_stall_s"] / passes, 1e3 * res["decode_callback_s"] / passes
+    return {"total": round(total, 2), "compute": round(1e3 * t_compute, 2), "stall": round(stall, 2),
+            "callbacks": round(py, 2), "rest": round(total - 1e3 * t_compute - stall - py, 2)}
+
+
 def resident_compute(model: Path, threads: int, n: int = 33, quiet_wait: float = 0.0) -> dict:
     """t_compute: `hypura run FILE --mode resident --ctx 512 -n N`, no cap, after reading the file into the page
     cache (warm); its eval_tps."""
@@ -225,9 +236,12 @@ def main() -> int:
                 hy_r["hypura_over_roofline"] = hy_r["tps"] / hy_r["roofline_tps"]
                 hy_r["predicted_over_measured"] = (hy_r["predicted_tps"] / hy_r["tps"]
                                                    if hy_r.get("predicted_tps") else None)
+                hy_r["token_ms"] = token_ms(hy_r, t_compute)
+                ms = hy_r["token_ms"]
                 ratios.append(f"{name} / physical limit = {hy_r['over_limit'] or 0:.3f}, / roofline = "
                               f"{hy_r['hypura_over_roofline']:.3f} (t_disk {t_disk * 1e3:.1f} ms, t_compute "
-                              f"{t_compute * 1e3:.1f} ms)")
+                              f"{t_compute * 1e3:.1f} ms)" + (f", a token {ms['total']} ms = compute {ms['compute']} + "
+                              f"stall {ms['stall']} + callbacks {ms['callbacks']} + rest {ms['rest']}" if ms else ""))
         print(f"round {r} disk    {before / 1e9:.3f} / {after / 1e9:.3f} GB/s before/after (O_DIRECT, 16 x 16 MiB)"
               + "".join(f"; {x}" for x in ratios), flush=True)
     summary = {name: median([x["tps"] for x in rs]) for name, rs in runs.items()}
@@ -267,12 +281,14 @@ def main() -> int:
         result["io_saved_fraction"] = median([x["io_saved_fraction"] for x in hy])
         result["routing"] = hy[-1].get("routing")
         result["prefetch"] = hy[-1].get("prefetch")
+        parts = [x["token_ms"] for x in hy if x.get("token_ms")]
+        result["token_ms"] = {k: median([p[k] for p in parts]) for k in parts[0]} if parts else None
     print(json.dumps({k: result.get(k) for k in ("median_tps", "physical_limit_tps", "hypura_over_limit", "over_limit",
                                                  "roofline_tps", "hypura_over_roofline", "t_disk_s", "predicted_tps",
                                                  "predicted_over_measured", "plan_with_routing_over_measured", "llama_best", "defaults_over_hypura",
                                                  "hypura_over_llama", "hypura_disk_bytes_per_token",
                                                  "hypura_needed_bytes_per_token", "expert_cache_hit_rate",
-                                                 "io_saved_fraction", "prefetch", "routing")}, indent=1))
+                                                 "io_saved_fraction", "token_ms", "prefetch", "routing")}, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -44,6 +44,8 @@ def expert_stats(st) -> dict:
         # the least any reader must fetch (the physical limit's denominator)
         "needed_bytes_per_token": st.needed_bytes / st.decode_passes if st.decode_passes else 0,
         "decode_passes": st.decode_passes, "decode_stall_s": round(st.decode_stall_s, 3),
+        # the decode thread's own Python at the splits of single-token passes (its waits for reads excluded)
+        "decode_callback_s": round(st.decode_callback_s, 3),
         "experts_loaded": cache.misses, "expert_cache_hits": cache.hits, "experts_prefetched": cache.prefetched,
         "expert_cache_hit_rate": round(cache.hit_rate, 4),
         "expert_hit_rate_by_layer": {str(k): round(v, 4) for k, v in cache.hit_rate_by_layer().items()},

@@ -99,6 +99,7 @@ class ExpertStreamer(Streamer):
         self.needed_bytes = 0        # ... of experts a decode pass needed and did not hold (misses + prefetched)
         self.decode_passes = 0
         self.decode_stall_s = 0.0    # ... of stall_s, in single-token passes
+        self.decode_callback_s = 0.0  # the decode thread's own time in this streamer's callbacks (stalls excluded), ditto
         self._decode_pass = -1
         self._pass_is_decode = False
         self._mark = 0               # reader.bytes_read at the end of the last split
@@ -298,7 +299,16 @@ class ExpertStreamer(Streamer):
     def _on_node(self, tensor, ask: bool, rule: int, layer: int) -> None:
         if rule == self._rule_topk:
             self._topk[layer] = tensor
-        elif rule in self._rules_after:
+            return
+        t0, stalled = time.perf_counter(), self.decode_stall_s
+        try:
+            self._on_split(tensor, rule, layer)
+        finally:
+            if self._pass_is_decode:
+                self.decode_callback_s += time.perf_counter() - t0 - (self.decode_stall_s - stalled)
+
+    def _on_split(self, tensor, rule: int, layer: int) -> None:
+        if rule in self._rules_after:
             self._after_matmul(layer, self._rules_after[rule])
         elif rule == self._rule_moe_out:
             self._order.closed(layer)
