@@ -167,6 +167,32 @@ def test_prompt_ubatch_reads_the_next_layers_guessed_union_early(models, name):
     assert not off["prefetch"]["enabled"] and off_c.prefetched == 0
 
 
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3"])   # top-2 of 8; top-8 of 16
+def test_a_prompt_ubatch_guesses_wider_than_a_token(models, name):
+    """One token's guess is its router's n_used likeliest experts for the next layer; a prompt ubatch's is the union
+    of each token's PROMPT_WIDTH x n_used likeliest (a prefill's spare disk time buys more of its misses early)."""
+    from hypura_streaming.experts.prefetch import PROMPT_WIDTH
+
+    path = models[name, "Q4_0"]
+    n_exp, n_used, lead = _moe_shape(path)
+    width = min(n_exp, PROMPT_WIDTH * n_used)   # (tiny qwen3 and deepseek: every expert)
+    st = ExpertStreamer(StreamSpec.experts(path, range(lead, TINY[name]["layers"]), n_exp))
+    model = st.load_model()
+    try:
+        g, layer = st.guesses, st.layers[0]
+        x = np.random.default_rng(0).standard_normal((3, model.n_embd)).astype(np.float32)
+        nxt, one = g.guess(layer, x[0])
+        assert nxt == st.layers[1] and len(one) == n_used
+        _, twice = g.guess(layer, np.stack([x[0], x[0]]))       # the same token twice: its wider guess alone
+        assert set(one) < set(twice) and len(twice) == width
+        _, batch = g.guess(layer, x)
+        singles = [set(g.guess(layer, np.stack([row, row]))[1]) for row in x]
+        assert set(batch) == set().union(*singles)
+    finally:
+        model.close()
+        st.close()
+
+
 @pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v3"])   # separate gate/up; fused gate_up
 def test_experts_read_late_are_waited_for_or_the_pass_fails(models, name):
     """Negative control for reading later kinds while the earlier expert matmuls compute: once a layer has shown

@@ -27,6 +27,10 @@ from .reads import ExpertReads
 
 log = logging.getLogger(__name__)
 THREADS = 3
+# A prompt ubatch guesses each token's PROMPT_WIDTH × n_used likeliest experts: a prefill computes far longer than
+# its reads take, so wider guesses cost spare disk time and cover more of the misses (docs/BENCHMARKS.md, issue 18
+# session 6: 2x on the qwen3 shape covered 81% of the misses instead of 67%, stall halved)
+PROMPT_WIDTH = 2
 
 
 def as_f32(t) -> np.ndarray:
@@ -115,7 +119,7 @@ class Prefetcher:
 
     def guess(self, layer: int, x: np.ndarray) -> tuple[int, list[int]] | None:
         """(next streamed layer, its likely experts) from layer `layer`'s FFN input `x`: one token's [n_embd],
-        or a batch's [n_tok, n_embd] (then the union of every token's likely experts)."""
+        or a batch's [n_tok, n_embd] (then the union of every token's PROMPT_WIDTH × n_used likeliest experts)."""
         nxt = self._next.get(layer)
         if nxt is None:
             return None
@@ -130,7 +134,10 @@ class Prefetcher:
                 prob = np.exp(score - score.max(axis=1, keepdims=True))
                 prob /= prob.sum(axis=1, keepdims=True)
             score = prob + r.selection_bias
-        top = np.argpartition(-score, self.n_used - 1, axis=1)[:, :self.n_used]
+        k = self.n_used if score.shape[0] == 1 else min(self.n_expert, PROMPT_WIDTH * self.n_used)
+        if k == self.n_expert:
+            return nxt, list(range(self.n_expert))
+        top = np.argpartition(-score, k - 1, axis=1)[:, :k]
         return nxt, sorted(int(e) for e in np.unique(top))
 
     def speculate(self, layer: int, node, busy: set[int], reads: ExpertReads, cache: ExpertCache,
