@@ -285,7 +285,8 @@ def main() -> int:
         result["token_ms"] = {k: median([p[k] for p in parts]) for k in parts[0]} if parts else None
     print(json.dumps({k: result.get(k) for k in ("median_tps", "physical_limit_tps", "hypura_over_limit", "over_limit",
                                                  "roofline_tps", "hypura_over_roofline", "t_disk_s", "predicted_tps",
-                                                 "predicted_over_measured", "plan_with_routing_over_measured", "llama_best", "defaults_over_hypura",
+                                                 "predicted_over_measured", "plan_with_routing_over_measured",
+                                                 "llama_best", "defaults_over_hypura",
                                                  "hypura_over_llama", "hypura_disk_bytes_per_token",
                                                  "hypura_needed_bytes_per_token", "expert_cache_hit_rate",
                                                  "io_saved_fraction", "token_ms", "prefetch", "routing")}, indent=1))

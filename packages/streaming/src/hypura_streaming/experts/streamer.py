@@ -99,7 +99,7 @@ class ExpertStreamer(Streamer):
         self.needed_bytes = 0        # ... of experts a decode pass needed and did not hold (misses + prefetched)
         self.decode_passes = 0
         self.decode_stall_s = 0.0    # ... of stall_s, in single-token passes
-        self.decode_callback_s = 0.0  # the decode thread's own time in this streamer's callbacks (stalls excluded), ditto
+        self.decode_callback_s = 0.0  # the decode thread's own time in its callbacks (stalls excluded), ditto
         self._decode_pass = -1
         self._pass_is_decode = False
         self._mark = 0               # reader.bytes_read at the end of the last split
