@@ -29,7 +29,8 @@ def _generate(runner: Runner, n: int = 24, **sampling):
 @pytest.fixture(scope="module")
 def runners(default_model):
     plain = Runner(default_model, LoadOptions(mode="resident", ctx=1024))
-    drafted = Runner(default_model, LoadOptions(mode="resident", ctx=1024, draft="ngram"))
+    # a fixed depth: whether drafting runs must not depend on the depth policy's timings of a busy machine
+    drafted = Runner(default_model, LoadOptions(mode="resident", ctx=1024, draft="ngram", draft_depth=2))
     yield plain, drafted
     drafted.close()
     plain.close()
