@@ -22,19 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
-from pathlib import Path
 
 from hypura_llama import NOTE, SPLIT, LlamaModel, ModelParams
 
 from ..base import Streamer
 from ..cache import ExpertCache
 from ..directio import StreamError
-from ..loader import OwnedLoad, model_files
-from ..repacked_file import open_experts_file
-from ..spec import EXPS, StreamSpec
-from .layout import ExpertLayout, ExpertTensor, kind_of
+from ..loader import OwnedLoad
+from ..spec import StreamSpec
+from .layout import ExpertLayout
 from .memory import ExpertMemory
+from .placing import place
 from .prefetch import Prefetcher
 from .reads import ExpertReads
 from .report import expert_stats
@@ -148,45 +146,7 @@ class ExpertStreamer(Streamer):
         return model
 
     def _place(self, owned: OwnedLoad) -> None:
-        """Lay the streamed tensors out, allocate the memory, and re-point the tensors into the cache. On the
-        CPU, expert matrices of a type llama.cpp's default load repacks (CPU_REPACK; the owned load's
-        decision) are kept repacked, as the resident reference computes them."""
-        tensors, repack = [], {}
-        mine = {name: t for name, t in owned.streamed.items() if EXPS.match(name)}
-        for name, t in mine.items():
-            layer, kind, suffix = EXPS.match(name).groups()
-            info = owned.index.tensors[name]
-            buft = owned.repack_buffer_type(name) if self.device is None else None
-            if buft is not None:
-                repack[buft.name] = buft
-            et = ExpertTensor(name, int(layer), kind_of(kind, suffix), tuple(int(x) for x in t.ne),
-                              tuple(int(x) for x in t.nb), info.size, info.parts, buft is not None)
-            tensors.append(et if info.parts else replace(et, parts=((info.offset, et.nb[et.expert_dim]),)))
-        if len(repack) > 1:
-            raise ValueError(f"{self.path}: experts repacked for several CPU buffer types ({', '.join(repack)})")
-        lay = self.layout = ExpertLayout.build(self.path, self.layers, tensors, self.n_slots, self.ram_slots,
-                                               host=self.device is None)
-        self.n_expert = lay.n_expert
-        if lay.n_slots != self.n_slots:
-            self.n_slots = lay.n_slots
-            self.cache = ExpertCache(self.n_slots, self.policy)
-        self.ram_slots = lay.ram_slots
-        if self.ram_slots:
-            self.ram_cache = ExpertCache(self.ram_slots, self.policy)
-        self.memory = ExpertMemory(lay, self.device, n_staging=self.reader.threads,
-                                   repack_buft=next(iter(repack.values()), None))
-        for name, t in mine.items():
-            layer, kind, suffix = EXPS.match(name).groups()
-            self.memory.repoint(int(layer), kind_of(kind, suffix), t)
-        self.memory.resize_side_tensors(owned, self._pos)
-        self._order = KindOrder(frozenset(base_kind(k) for k in lay.kinds))
-        self.reads = ExpertReads(lay, self.memory, self.reader, self.cache, self.ram_cache)
-        if lay.repacked and self.repacked_dir is not None:
-            self.repacked_file, self.repacked_file_reason = open_experts_file(
-                Path(self.repacked_dir), model_files(self.path), lay, self.memory, self.reads, self.reader)
-            self.reads.repacked, self.reads.converted = self.repacked_file, 0   # (building converted them all)
-            if self.repacked_file is None:
-                log.warning("repacked experts: %s; converting them as they are read", self.repacked_file_reason)
+        place(self, owned)
 
     @property
     def cache_bytes(self) -> int:
